@@ -1,0 +1,362 @@
+"""The room runtime of one node: who writes each room, and local fan-out.
+
+Exactly one node writes a room at a time, holding a lease in the store. A
+command for a room is applied by the local :class:`RoomWriter` when this node
+holds the lease, or forwarded on the broker to the node that does. Every
+node keeps one :class:`RoomFeed` per room with local listeners, subscribed to
+the room's channel.
+
+With the embedded backends the only node owns every room, and the broker
+and store calls are in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from client_sdk.protocol import ErrorCode
+
+from .broker import Broker
+from .errors import BackendError, Refused, StaleWriter
+from .feed import EncodedEvent, Listener, RoomFeed
+from .room import RoomCommand
+from .store import Store
+from .wire import (
+    AppendReply,
+    JoinReply,
+    NotOwner,
+    RefusedReply,
+    Reply,
+    Request,
+    Response,
+    decoder,
+    encoder,
+)
+from .writer import RoomWriter
+
+logger = logging.getLogger(__name__)
+
+ROOM_CHANNEL = "lophoc:room:{}"
+NODE_CHANNEL = "lophoc:node:{}"
+
+
+def now_ms() -> int:
+    """The server's wall clock in milliseconds since the Unix epoch."""
+    return time.time_ns() // 1_000_000
+
+
+class Hub:
+    """Routes room commands to their writer and room events to listeners."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        store: Store,
+        *,
+        node: str | None = None,
+        lease_ms: int = 10_000,
+        forward_timeout: float = 5.0,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.node = node or secrets.token_hex(4)
+        self.broker = broker
+        self.store = store
+        self.clock = clock
+        self._lease_ms = lease_ms
+        self._forward_timeout = forward_timeout
+        self._writers: dict[str, RoomWriter] = {}
+        self._opening: dict[str, asyncio.Task[RoomWriter]] = {}
+        self._owners: dict[str, tuple[str, float]] = {}
+        self._feeds: dict[str, RoomFeed] = {}
+        self._feed_locks: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[tuple[str, int, bytes] | None] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+
+    @property
+    def rooms_owned(self) -> int:
+        """How many rooms this node writes."""
+        return len(self._writers)
+
+    @property
+    def rooms_followed(self) -> int:
+        """How many rooms have listeners on this node."""
+        return len(self._feeds)
+
+    async def start(self) -> None:
+        """Listen for forwarded commands and keep leases alive."""
+        await self.broker.subscribe(NODE_CHANNEL.format(self.node), self._on_node)
+        self.broker.on_reconnect(self._resync_feeds)
+        self._renewer = asyncio.create_task(self._renew_leases())
+        self._sender = asyncio.create_task(self._send_outbox())
+        logger.info("node %s: hub started", self.node)
+
+    async def close(self, drain_timeout: float = 2.0) -> None:
+        """Publish what is queued, release leases, stop tasks and unsubscribe."""
+        if self._sender is not None:
+            # Let queued events reach the other nodes before leaving; they
+            # are stored already, so a timeout here loses no data.
+            self._outbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._sender), drain_timeout)
+            except TimeoutError:
+                logger.warning("node %s: outbox not drained in time", self.node)
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for future in self._waiting.values():
+            future.cancel()
+        for room in list(self._writers):
+            try:
+                await self.store.release(room, self.node)
+            except BackendError:
+                logger.warning("room %s: could not release the lease", room)
+        self._writers.clear()
+        for feed in self._feeds.values():
+            await feed.close()
+        await self.broker.unsubscribe(NODE_CHANNEL.format(self.node), self._on_node)
+        logger.info("node %s: hub stopped", self.node)
+
+    # Commands -------------------------------------------------------------
+
+    async def submit(self, room: str, command: RoomCommand) -> Reply:
+        """Apply ``command`` to ``room`` wherever its writer is.
+
+        Raises :class:`Refused` with ``unavailable`` when the writer cannot
+        be reached in time; the command may be sent again with the same id.
+        """
+        for _attempt in range(3):
+            owner = await self._owner(room)
+            if owner == self.node:
+                reply = await self._apply_local(room, command)
+            else:
+                reply = await self._forward(owner, room, command)
+            if not isinstance(reply, NotOwner):
+                return reply
+            self._owners.pop(room, None)
+        raise Refused(ErrorCode.UNAVAILABLE, f"room {room!r} has no reachable writer")
+
+    async def _owner(self, room: str) -> str:
+        if room in self._writers:
+            return self.node
+        cached = self._owners.get(room)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        try:
+            owner = await self.store.claim(room, self.node, self._lease_ms)
+        except BackendError as exc:
+            raise Refused(ErrorCode.UNAVAILABLE, "store unreachable") from exc
+        if owner != self.node:
+            # Trust a remote lease for a fraction of its length, so a dead
+            # owner is noticed soon after its lease runs out.
+            self._owners[room] = (owner, time.monotonic() + self._lease_ms / 4000)
+        return owner
+
+    async def _apply_local(self, room: str, command: RoomCommand) -> Reply:
+        writer = await self._writer(room)
+        try:
+            return await writer.handle(command, self.clock())
+        except StaleWriter:
+            logger.warning("room %s: another node wrote the room; giving it up", room)
+            self._writers.pop(room, None)
+            return NotOwner()
+        except BackendError as exc:
+            raise Refused(ErrorCode.UNAVAILABLE, "store unreachable") from exc
+
+    async def _writer(self, room: str) -> RoomWriter:
+        writer = self._writers.get(room)
+        if writer is not None:
+            return writer
+        # Two commands arriving together for a room this node has just
+        # claimed must share one rebuild, not race two writers.
+        opening = self._opening.get(room)
+        if opening is None:
+            opening = asyncio.create_task(
+                RoomWriter.rebuild(room, self.store, self._publish, self.clock())
+            )
+            self._opening[room] = opening
+        try:
+            writer = await asyncio.shield(opening)
+        finally:
+            if self._opening.get(room) is opening and opening.done():
+                del self._opening[room]
+        self._writers[room] = writer
+        return writer
+
+    async def _forward(self, owner: str, room: str, command: RoomCommand) -> Reply:
+        request_id = next(self._ids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        request = Request(request_id, self.node, room, command)
+        try:
+            await self.broker.publish(
+                NODE_CHANNEL.format(owner), encoder.encode(request)
+            )
+            return await asyncio.wait_for(future, self._forward_timeout)
+        except (TimeoutError, BackendError) as exc:
+            self._owners.pop(room, None)
+            raise Refused(
+                ErrorCode.UNAVAILABLE, f"room {room!r}: owner {owner} did not answer"
+            ) from exc
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def _on_node(self, data: bytes) -> None:
+        try:
+            message = decoder.decode(data)
+        except Exception:
+            logger.error("node %s: dropped an undecodable node message", self.node)
+            return
+        if isinstance(message, Response):
+            future = self._waiting.get(message.id)
+            if future is not None and not future.done():
+                future.set_result(message.reply)
+            return
+        self._spawn(self._serve(message))
+
+    async def _serve(self, request: Request) -> None:
+        reply: Reply
+        if request.room not in self._writers:
+            owner = await self._owner_or_none(request.room)
+            if owner != self.node:
+                reply = NotOwner()
+                await self._respond(request, reply)
+                return
+        try:
+            reply = await self._apply_local(request.room, request.command)
+        except Refused as refused:
+            reply = RefusedReply(refused.code, refused.message, refused.field)
+        await self._respond(request, reply)
+
+    async def _owner_or_none(self, room: str) -> str | None:
+        try:
+            return await self._owner(room)
+        except Refused:
+            return None
+
+    async def _respond(self, request: Request, reply: Reply) -> None:
+        response = Response(request.id, reply)
+        try:
+            await self.broker.publish(
+                NODE_CHANNEL.format(request.reply_to), encoder.encode(response)
+            )
+        except BackendError:
+            logger.warning("node %s: could not answer %s", self.node, request.reply_to)
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            for room in list(self._writers):
+                try:
+                    owner = await self.store.claim(room, self.node, self._lease_ms)
+                except BackendError:
+                    logger.warning("room %s: lease renewal failed", room)
+                    continue
+                if owner != self.node:
+                    logger.warning("room %s: lease lost to node %s", room, owner)
+                    self._writers.pop(room, None)
+
+    # Events ---------------------------------------------------------------
+
+    def _publish(self, room: str, offset: int, frame: bytes) -> None:
+        feed = self._feeds.get(room)
+        if feed is not None:
+            feed.offer(self._writers[room].room.epoch, offset, frame)
+        self._outbox.put_nowait((room, offset, frame))
+
+    async def _send_outbox(self) -> None:
+        # One sender keeps a room's events in offset order on the broker,
+        # which spares the other nodes a gap repair for every reordering.
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            room, offset, frame = item
+            try:
+                await self.broker.publish(ROOM_CHANNEL.format(room), frame)
+            except BackendError:
+                # The event is stored: other nodes see the gap at the next
+                # event, or resync when the broker connection comes back.
+                logger.warning("room %s: publish of offset %d failed", room, offset)
+
+    async def listen(self, room: str, listener: Listener) -> None:
+        """Deliver the events of ``room`` to ``listener`` from now on."""
+        lock = self._feed_locks.setdefault(room, asyncio.Lock())
+        async with lock:
+            feed = self._feeds.get(room)
+            if feed is None:
+                feed = RoomFeed(room, self.store)
+                await self.broker.subscribe(ROOM_CHANNEL.format(room), feed.receive)
+                try:
+                    head = await self.store.open_room(room)
+                except BackendError as exc:
+                    await self.broker.unsubscribe(
+                        ROOM_CHANNEL.format(room), feed.receive
+                    )
+                    raise Refused(ErrorCode.UNAVAILABLE, "store unreachable") from exc
+                feed.start(head.epoch, head.offset)
+                self._feeds[room] = feed
+            feed.listeners.add(listener)
+
+    async def unlisten(self, room: str, listener: Listener) -> None:
+        """Stop delivering ``room`` to ``listener``."""
+        lock = self._feed_locks.setdefault(room, asyncio.Lock())
+        async with lock:
+            feed = self._feeds.get(room)
+            if feed is None:
+                return
+            feed.listeners.discard(listener)
+            if feed.listeners:
+                return
+            del self._feeds[room]
+            await feed.close()
+            await self.broker.unsubscribe(ROOM_CHANNEL.format(room), feed.receive)
+
+    async def history(
+        self, room: str, epoch: str, after: int, until: int
+    ) -> list[EncodedEvent] | None:
+        """Stored events ``after + 1`` to ``until``, or ``None`` if lost."""
+        frames = await self.store.read(room, epoch, after, until)
+        if frames is None:
+            return None
+        return [
+            EncodedEvent(room, after + 1 + index, frame)
+            for index, frame in enumerate(frames)
+        ]
+
+    async def _resync_feeds(self) -> None:
+        # Messages published while the broker was away are lost; offering
+        # the store's head makes each feed notice and fill its gap.
+        for room, feed in list(self._feeds.items()):
+            try:
+                head = await self.store.open_room(room)
+                frames = await self.store.read(
+                    room, head.epoch, head.offset - 1, head.offset
+                )
+            except BackendError:
+                logger.warning("room %s: resync after reconnect failed", room)
+                continue
+            if frames:
+                feed.offer(head.epoch, head.offset, frames[0])
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+__all__ = ["AppendReply", "Hub", "JoinReply", "RefusedReply", "now_ms"]

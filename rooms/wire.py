@@ -1,0 +1,65 @@
+"""Messages between nodes: commands forwarded to a room's owner, and replies.
+
+These never reach a client. They travel on the broker's per-node channel as
+MessagePack, and carry the room commands of :mod:`rooms.room` unchanged.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from client_sdk.protocol import ErrorCode, SchoolRoster
+
+from .room import RoomCommand
+
+
+class JoinReply(msgspec.Struct, tag=True, frozen=True):
+    """The room as the joining connection must first see it."""
+
+    epoch: str
+    offset: int
+    roster: list[SchoolRoster]
+
+
+class AppendReply(msgspec.Struct, tag=True, frozen=True):
+    """A command applied; ``offset`` is its first event's, if it had one."""
+
+    offset: int | None = None
+    duplicate: bool = False
+
+
+class RefusedReply(msgspec.Struct, tag=True, frozen=True):
+    """The room refused the command; becomes an ``error`` frame."""
+
+    code: ErrorCode
+    message: str
+    field: str | None = None
+
+
+class NotOwner(msgspec.Struct, tag=True, frozen=True):
+    """The node asked does not own the room (any more); ask the store again."""
+
+
+Reply = JoinReply | AppendReply | RefusedReply | NotOwner
+
+
+class Request(msgspec.Struct, tag=True, frozen=True):
+    """A command forwarded to the owner of ``room``."""
+
+    id: int
+    reply_to: str
+    room: str
+    command: RoomCommand
+
+
+class Response(msgspec.Struct, tag=True, frozen=True):
+    """The owner's reply to the :class:`Request` with the same ``id``."""
+
+    id: int
+    reply: Reply
+
+
+NodeMessage = Request | Response
+
+encoder = msgspec.msgpack.Encoder()
+decoder = msgspec.msgpack.Decoder(NodeMessage)

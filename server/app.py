@@ -1,0 +1,241 @@
+"""The Starlette application of one node: the WebSocket, health and metrics.
+
+``/ws`` is the protocol endpoint (see docs/protocol.md). A connection that
+may not open is still accepted and then closed at once with a close code and
+a reason: a browser's WebSocket never shows the status of a refused HTTP
+upgrade to the page, but it does show a close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from client_sdk.codec import server_codec
+from client_sdk.protocol import MSGPACK_SUBPROTOCOL, SUBPROTOCOLS, CloseCode
+from rooms.backends import open_broker, open_store
+from rooms.broker import Broker
+from rooms.errors import BackendError
+from rooms.hub import Hub
+from rooms.store import Store
+
+from . import metrics
+from .auth import TokenRefused, verify
+from .session import Session
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT = 2.0
+
+
+@dataclass
+class Node:
+    """What one running node holds: its backends, hub and sessions."""
+
+    settings: Settings
+    broker: Broker
+    store: Store
+    hub: Hub
+    stats: metrics.Stats = field(default_factory=metrics.Stats)
+    sessions: set[Session] = field(default_factory=set)
+
+
+def choose_subprotocol(offered: list[str]) -> str | None:
+    """The first version 1 subprotocol the client offered, in its order.
+
+    A client that offers none gets MessagePack; one that offers only
+    unknown subprotocols gets ``None`` and is refused.
+    """
+    if not offered:
+        return MSGPACK_SUBPROTOCOL
+    for name in offered:
+        if name in SUBPROTOCOLS:
+            return name
+    return None
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """Whether a browser page at ``origin`` may open the WebSocket.
+
+    Clients that are not browsers send no Origin (RFC 6455 §4.1) and are
+    judged by their token alone.
+    """
+    if not origin:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    if allowed:
+        return False
+    return bool(host) and urlsplit(origin).netloc == host
+
+
+def bearer_token(websocket: WebSocket) -> str | None:
+    """The token from the ``token`` query parameter or an Authorization header."""
+    token = websocket.query_params.get("token")
+    if token:
+        return token
+    header = websocket.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """Check the handshake, then serve the connection as a :class:`Session`."""
+    node: Node = websocket.app.state.node
+    settings = node.settings
+    offered = list(websocket.scope.get("subprotocols") or [])
+    subprotocol = choose_subprotocol(offered)
+    refusal: TokenRefused | None = None
+    claims = None
+
+    if subprotocol is None:
+        refusal = TokenRefused(
+            CloseCode.SUBPROTOCOL_UNSUPPORTED,
+            "offer lophoc.v1.msgpack or lophoc.v1.json",
+        )
+    elif not origin_allowed(
+        websocket.headers.get("origin"),
+        websocket.headers.get("host"),
+        settings.allowed_origins,
+    ):
+        refusal = TokenRefused(CloseCode.ORIGIN_REFUSED, "origin not allowed")
+    else:
+        room = websocket.query_params.get("room")
+        try:
+            claims = verify(settings.secret, bearer_token(websocket))
+        except TokenRefused as exc:
+            refusal = exc
+        else:
+            if not room:
+                refusal = TokenRefused(CloseCode.ROOM_MISSING, "no room named")
+            elif not claims.may_enter(room):
+                refusal = TokenRefused(
+                    CloseCode.WRONG_ROOM, "token does not open this room"
+                )
+
+    # Answer only with a subprotocol the client offered: a client fails a
+    # handshake that names one it did not offer (RFC 6455 §4.1), so one that
+    # offered none gets none and speaks MessagePack. A refused client still
+    # gets one of its own, or a browser would show 1006 instead of the reason.
+    answered = (subprotocol or offered[0]) if offered else None
+    await websocket.accept(subprotocol=answered)
+    if refusal is not None or claims is None or subprotocol is None:
+        refusal = refusal or TokenRefused(CloseCode.TOKEN_INVALID, "token invalid")
+        node.stats.refusals[refusal.code.value] += 1
+        logger.info("handshake refused: %d %s", refusal.code.value, refusal.reason)
+        await websocket.close(refusal.code.value, refusal.reason)
+        return
+
+    session = Session(
+        websocket, claims, server_codec(subprotocol), node.hub, settings, node.stats
+    )
+    node.stats.connections += 1
+    node.stats.connections_total += 1
+    node.sessions.add(session)
+    logger.debug("session %s: opened for user %s", session.id, claims.user)
+    try:
+        await session.run()
+    finally:
+        node.sessions.discard(session)
+        node.stats.connections -= 1
+        logger.debug("session %s: closed", session.id)
+
+
+async def healthz(request: Request) -> Response:
+    """The process is alive and its event loop answers."""
+    return JSONResponse({"status": "ok", "node": request.app.state.node.hub.node})
+
+
+async def readyz(request: Request) -> Response:
+    """Broker and store both answer; otherwise 503 naming what failed."""
+    node: Node = request.app.state.node
+    failed: dict[str, str] = {}
+    for name, backend in (("broker", node.broker), ("store", node.store)):
+        try:
+            await asyncio.wait_for(backend.ping(), READY_TIMEOUT)
+        except (BackendError, TimeoutError, OSError) as exc:
+            failed[name] = str(exc) or type(exc).__name__
+    if failed:
+        return JSONResponse({"status": "unavailable", "failed": failed}, 503)
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text exposition of the node's counters."""
+    registry = request.app.state.registry
+    return Response(metrics.render(registry), media_type=metrics.CONTENT_TYPE)
+
+
+async def index(request: Request) -> Response:
+    """Where to connect, for a person who opens the node in a browser."""
+    return JSONResponse(
+        {
+            "service": "lophoc",
+            "node": request.app.state.node.hub.node,
+            "websocket": "/ws?room=ROOM&token=TOKEN",
+            "subprotocols": list(SUBPROTOCOLS),
+            "health": "/healthz",
+            "ready": "/readyz",
+            "metrics": "/metrics",
+        }
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    """A node with the backends named by ``settings``; they open on startup."""
+    settings = settings.with_secret()
+    data_dir = Path(settings.data_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        broker = open_broker(settings.broker_url)
+        store = open_store(settings.store_url, data_dir)
+        await store.connect()
+        await broker.connect()
+        hub = Hub(broker, store, node=settings.node or None, lease_ms=settings.lease_ms)
+        await hub.start()
+        node = Node(settings, broker, store, hub)
+        app.state.node = node
+        app.state.registry = metrics.registry_for(
+            node.stats, lambda: (hub.rooms_owned, hub.rooms_followed)
+        )
+        logger.info(
+            "node %s up: broker %s, store %s",
+            hub.node,
+            urlsplit(settings.broker_url).scheme,
+            urlsplit(settings.store_url).scheme,
+        )
+        try:
+            yield
+        finally:
+            for session in list(node.sessions):
+                session.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+            await hub.close()
+            await broker.close()
+            await store.close()
+            logger.info("node %s down", hub.node)
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+            WebSocketRoute("/ws", websocket_endpoint),
+        ],
+        lifespan=lifespan,
+    )

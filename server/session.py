@@ -1,0 +1,428 @@
+"""One client connection: decode, authorize, rate-limit, and a send queue.
+
+A session reads frames one at a time and answers each command before it
+reads the next, so a client's commands apply in the order it sent them.
+Everything it sends (replies and room events) goes through one bounded
+queue drained by its own task: a client that reads too slowly fills its
+queue and is disconnected, and never holds up a room's other members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from starlette.websockets import WebSocket
+
+from client_sdk.codec import Codec, FrameError
+from client_sdk.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    Broadcast,
+    ClientMessage,
+    CloseCode,
+    Error,
+    ErrorCode,
+    Hello,
+    Join,
+    Joined,
+    Leave,
+    LeaveReason,
+    Limits,
+    Ping,
+    Pong,
+)
+from rooms.errors import Refused
+from rooms.feed import EncodedEvent
+from rooms.hub import Hub
+from rooms.room import JoinRoom, LeaveRoom, SendBroadcast
+from rooms.wire import AppendReply, JoinReply, RefusedReply, Reply
+
+from .auth import Claims
+from .metrics import Stats
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+BAD_FRAME_WINDOW = 10.0
+RATE_STRIKE_RESET = 1.0
+CLOSE_TIMEOUT = 2.0
+
+
+@dataclass(slots=True)
+class _Membership:
+    """A joined room as this connection sees it."""
+
+    room: str
+    #: False while the join is being answered: events wait in ``held``.
+    live: bool = False
+    last: int = 0
+    held: list[EncodedEvent] = field(default_factory=list)
+
+
+class _TokenBucket:
+    """Messages per second with a burst allowance (a leaky token bucket)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class Session:
+    """Serves one accepted WebSocket until it closes."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        claims: Claims,
+        codec: Codec[ClientMessage],
+        hub: Hub,
+        settings: Settings,
+        stats: Stats,
+    ) -> None:
+        self.id = secrets.token_hex(6)
+        self.claims = claims
+        self._ws = websocket
+        self._codec = codec
+        self._hub = hub
+        self._settings = settings
+        self._stats = stats
+        self._member = claims.member()
+        self._rooms: dict[str, _Membership] = {}
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.send_queue)
+        self._send_kind = "bytes" if codec.binary else "text"
+        self._bucket = _TokenBucket(settings.messages_per_second, settings.burst)
+        self._strikes = 0
+        self._last_strike = 0.0
+        self._bad_frames: collections.deque[float] = collections.deque()
+        self._closing = False
+        self._reader: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} user={self.claims.user} role={self.claims.role}>"
+
+    # Lifecycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Greet the client, then serve its commands until it goes away."""
+        self._send(self._hello())
+        sender = asyncio.create_task(self._send_loop())
+        self._reader = asyncio.create_task(self._read_loop())
+        try:
+            await asyncio.wait({self._reader})
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            if self._closer is not None:
+                await asyncio.gather(self._closer, return_exceptions=True)
+            await self._leave_all()
+
+    def _hello(self) -> Hello:
+        settings = self._settings
+        return Hello(
+            protocol=PROTOCOL_VERSION,
+            session=self.id,
+            node=self._hub.node,
+            user=self.claims.user,
+            name=self.claims.name,
+            role=self.claims.role,
+            rooms=list(self.claims.rooms),
+            server_time=self._hub.clock(),
+            limits=Limits(
+                max_frame_bytes=settings.max_frame_bytes,
+                messages_per_second=settings.messages_per_second,
+                burst=settings.burst,
+                send_queue=settings.send_queue,
+                ping_interval_ms=int(settings.ping_interval * 1000),
+                ping_timeout_ms=int(settings.ping_timeout * 1000),
+            ),
+        )
+
+    async def _read_loop(self) -> None:
+        receive = self._ws.receive
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":
+                continue
+            await self._on_frame(message)
+
+    async def _send_loop(self) -> None:
+        send = self._ws.send
+        kind = self._send_kind
+        stats = self._stats
+        queue = self._queue
+        while True:
+            frame = await queue.get()
+            payload: dict[str, Any] = {"type": "websocket.send"}
+            payload[kind] = frame if kind == "bytes" else frame.decode()
+            await send(payload)
+            stats.frames_out += 1
+
+    def close_soon(self, code: CloseCode, reason: str) -> None:
+        """Close the connection with ``code``; safe to call from a callback."""
+        if self._closing:
+            return
+        self._closing = True
+        self._stats.closes[code.value] += 1
+        logger.info("session %s: closing with %d (%s)", self.id, code.value, reason)
+        self._closer = asyncio.create_task(self._close(code, reason))
+
+    async def _close(self, code: CloseCode, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self._ws.close(code.value, reason), CLOSE_TIMEOUT)
+        except Exception:
+            logger.debug("session %s: close handshake did not finish", self.id)
+        if self._reader is not None:
+            self._reader.cancel()
+
+    async def _leave_all(self) -> None:
+        rooms = list(self._rooms)
+        self._rooms.clear()
+        for room in rooms:
+            await self._hub.unlisten(room, self)
+        results = await asyncio.gather(
+            *(
+                self._hub.submit(
+                    room,
+                    LeaveRoom(self.claims.user, self.id, LeaveReason.DISCONNECTED),
+                )
+                for room in rooms
+            ),
+            return_exceptions=True,
+        )
+        for room, result in zip(rooms, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning(
+                    "session %s: leave of room %s failed: %r", self.id, room, result
+                )
+
+    # Sending ---------------------------------------------------------------
+
+    def _send(self, message: object) -> None:
+        self._enqueue(self._codec.encode(message))
+
+    def _enqueue(self, frame: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self._stats.send_queue_drops += 1
+            self.close_soon(CloseCode.SEND_QUEUE_FULL, "send queue full")
+
+    def _error(
+        self,
+        code: ErrorCode,
+        message: str,
+        command_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self._stats.errors[code.value] += 1
+        self._send(Error(code=code, message=message, id=command_id, field=field))
+
+    def deliver(self, event: EncodedEvent) -> None:
+        """A room event from the hub, in offset order."""
+        membership = self._rooms.get(event.room)
+        if membership is None:
+            return
+        if not membership.live:
+            membership.held.append(event)
+            return
+        if event.offset <= membership.last:
+            return
+        membership.last = event.offset
+        self._enqueue(event.msgpack if self._codec.binary else event.json)
+
+    def reset(self, room: str) -> None:
+        """The hub lost events of ``room``: make the client resync."""
+        if room in self._rooms:
+            self.close_soon(CloseCode.RESYNC, f"events of room {room} were lost")
+
+    # Receiving -------------------------------------------------------------
+
+    async def _on_frame(self, message: MutableMapping[str, Any]) -> None:
+        frame = message.get("bytes")
+        if frame is None:
+            text = message.get("text") or ""
+            if self._codec.binary:
+                self._bad_frame(
+                    FrameError(
+                        ErrorCode.MALFORMED,
+                        "this subprotocol takes MessagePack in binary frames",
+                    )
+                )
+                return
+            frame = text.encode()
+        try:
+            command = self._codec.decode(frame)
+        except FrameError as exc:
+            self._bad_frame(exc, self._codec.command_id(frame))
+            return
+
+        self._stats.messages_in[type(command).__name__.lower()] += 1
+        if not self._admit(command.id):
+            return
+        try:
+            await self._dispatch(command)
+        except Refused as refused:
+            self._error(refused.code, refused.message, command.id, refused.field)
+        except Exception:
+            logger.exception("session %s: command %s failed", self.id, command.id)
+            self._error(ErrorCode.INTERNAL, "internal error; retry", command.id)
+
+    def _bad_frame(self, exc: FrameError, command_id: str | None = None) -> None:
+        self._stats.messages_in["undecodable"] += 1
+        self._error(exc.code, exc.message, command_id, exc.field)
+        now = time.monotonic()
+        self._bad_frames.append(now)
+        while self._bad_frames and self._bad_frames[0] < now - BAD_FRAME_WINDOW:
+            self._bad_frames.popleft()
+        if len(self._bad_frames) > self._settings.max_bad_frames:
+            self.close_soon(CloseCode.TOO_MANY_ERRORS, "too many undecodable frames")
+
+    def _admit(self, command_id: str) -> bool:
+        if self._bucket.take():
+            return True
+        now = time.monotonic()
+        if now - self._last_strike > RATE_STRIKE_RESET:
+            self._strikes = 0
+        self._strikes += 1
+        self._last_strike = now
+        if self._strikes > self._settings.burst:
+            self.close_soon(CloseCode.RATE_LIMIT_EXCEEDED, "rate limit exceeded")
+        else:
+            self._error(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self._settings.messages_per_second:g} messages per "
+                "second; slow down and retry",
+                command_id,
+            )
+        return False
+
+    async def _dispatch(self, command: ClientMessage) -> None:
+        if isinstance(command, Ping):
+            self._send(
+                Pong(
+                    id=command.id,
+                    client_time=command.client_time,
+                    server_time=self._hub.clock(),
+                )
+            )
+        elif isinstance(command, Join):
+            await self._join(command)
+        elif isinstance(command, Leave):
+            await self._leave(command)
+        else:
+            await self._broadcast(command)
+
+    async def _join(self, command: Join) -> None:
+        room = command.room
+        if not self.claims.may_enter(room):
+            raise Refused(
+                ErrorCode.FORBIDDEN, f"the token does not open room {room!r}", "room"
+            )
+        if room in self._rooms:
+            await self._hub.unlisten(room, self)
+
+        # Listen first, holding events back: whatever the writer appends
+        # after the join's snapshot then reaches this connection exactly once.
+        membership = _Membership(room)
+        self._rooms[room] = membership
+        try:
+            await self._hub.listen(room, self)
+            reply = await self._hub.submit(
+                room, JoinRoom(member=self._member, session=self.id)
+            )
+        except BaseException:
+            self._rooms.pop(room, None)
+            await self._hub.unlisten(room, self)
+            raise
+        joined = self._expect(reply, JoinReply, command.id)
+
+        missed = None
+        if (
+            command.last_offset is not None
+            and command.epoch == joined.epoch
+            and command.last_offset <= joined.offset
+        ):
+            missed = await self._hub.history(
+                room, joined.epoch, command.last_offset, joined.offset
+            )
+        self._send(
+            Joined(
+                id=command.id,
+                room=room,
+                epoch=joined.epoch,
+                offset=joined.offset,
+                recovered=missed is not None,
+                roster=None if missed is not None else joined.roster,
+            )
+        )
+        binary = self._codec.binary
+        for event in missed or ():
+            self._enqueue(event.msgpack if binary else event.json)
+        membership.last = joined.offset
+        membership.live = True
+        held, membership.held = membership.held, []
+        for event in held:
+            self.deliver(event)
+
+    async def _leave(self, command: Leave) -> None:
+        room = command.room
+        if self._rooms.pop(room, None) is None:
+            raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")
+        await self._hub.unlisten(room, self)
+        reply = await self._hub.submit(
+            room, LeaveRoom(self.claims.user, self.id, LeaveReason.LEFT)
+        )
+        appended = self._expect(reply, AppendReply, command.id)
+        self._send(Ack(id=command.id, room=room, offset=appended.offset))
+
+    async def _broadcast(self, command: Broadcast) -> None:
+        room = command.room
+        if room not in self._rooms:
+            raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")
+        reply = await self._hub.submit(
+            room,
+            SendBroadcast(
+                sender=self._member,
+                command_id=command.id,
+                topic=command.topic,
+                body=command.body,
+            ),
+        )
+        appended = self._expect(reply, AppendReply, command.id)
+        self._send(Ack(id=command.id, room=room, offset=appended.offset))
+
+    def _expect(self, reply: Reply, kind: type[R], command_id: str) -> R:
+        if isinstance(reply, RefusedReply):
+            raise Refused(reply.code, reply.message, reply.field)
+        if not isinstance(reply, kind):
+            logger.error(
+                "session %s: command %s got %s", self.id, command_id, type(reply)
+            )
+            raise Refused(ErrorCode.INTERNAL, "unexpected reply from the room")
+        return reply

@@ -1,0 +1,51 @@
+"""Fixtures for every test: a real redis-server, started once per session."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.helpers import MISSING_REDIS, RedisProcess
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One redis-server for the whole session, on a free port."""
+    if shutil.which("redis-server") is None:
+        pytest.fail(MISSING_REDIS, pytrace=False)
+    directory = tmp_path_factory.mktemp("redis")
+    server = RedisProcess(directory)
+    try:
+        server.start()
+    except RuntimeError:
+        # Another process may have taken the free port in the meantime.
+        server = RedisProcess(directory)
+        server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> Iterator[str]:
+    """The session's Redis, emptied for this test."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def redis_process(tmp_path: pathlib.Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test's own, which the test may stop and restart."""
+    if shutil.which("redis-server") is None:
+        pytest.fail(MISSING_REDIS, pytrace=False)
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
