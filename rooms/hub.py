@@ -260,7 +260,10 @@ class Hub:
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
-            for room in list(self._writers):
+            for room, writer in list(self._writers.items()):
+                if writer.idle_for() > self._lease_ms * 3 / 1000:
+                    await self._retire(room, writer)
+                    continue
                 try:
                     owner = await self.store.claim(room, self.node, self._lease_ms)
                 except BackendError:
@@ -269,6 +272,19 @@ class Hub:
                 if owner != self.node:
                     logger.warning("room %s: lease lost to node %s", room, owner)
                     self._writers.pop(room, None)
+
+    async def _retire(self, room: str, writer: RoomWriter) -> None:
+        # An empty room that nobody used for a while gives up its lease, so
+        # a node's leases do not grow with every room it ever wrote.
+        async with writer.lock:
+            if writer.room.members or writer.idle_for() <= self._lease_ms / 1000:
+                return
+            self._writers.pop(room, None)
+        try:
+            await self.store.release(room, self.node)
+        except BackendError:
+            logger.warning("room %s: could not release the lease", room)
+        logger.info("room %s: idle, lease released", room)
 
     # Events ---------------------------------------------------------------
 

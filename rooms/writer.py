@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import msgspec
@@ -40,7 +41,8 @@ class RoomWriter:
         self.room = room
         self._store = store
         self._publish = publish
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
+        self._used = time.monotonic()
 
     @classmethod
     async def rebuild(
@@ -72,9 +74,14 @@ class RoomWriter:
         )
         return writer
 
+    def idle_for(self) -> float:
+        """Seconds since the last command."""
+        return time.monotonic() - self._used
+
     async def handle(self, command: RoomCommand, now: int) -> Reply:
         """Apply ``command``; the reply tells the caller what happened."""
-        async with self._lock:
+        async with self.lock:
+            self._used = time.monotonic()
             try:
                 decision = self.room.decide(command, now)
             except Refused as refused:

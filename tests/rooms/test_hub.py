@@ -225,3 +225,22 @@ async def test_join_reply_lists_the_member(embedded: Hub) -> None:
         (await embedded.history("r", reply.epoch, 0, 1) or [None])[0].decode(),  # type: ignore[union-attr]
         MemberJoined,
     )
+
+
+async def test_idle_empty_room_releases_its_lease(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A room left empty and unused gives its lease up for any node to take."""
+    a = await start_hub(redis_url, redis_url, tmp_path, "node-a")
+    a._lease_ms = 300
+    try:
+        await a.submit("r", JoinRoom(TEACHER, "s1"))
+        await a.submit("r", LeaveRoom("t", "s1", LeaveReason.LEFT))
+        async with asyncio.timeout(5):
+            while a.rooms_owned:
+                await asyncio.sleep(0.05)
+        owner = await a.store.claim("r", "node-b", 1000)
+    finally:
+        await stop_hub(a)
+
+    assert owner == "node-b"
