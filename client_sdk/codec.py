@@ -62,6 +62,8 @@ def _translate(exc: Exception) -> FrameError:
                 field = missing.group(1)
         if field == "type":
             return FrameError(ErrorCode.UNKNOWN_TYPE, text, field)
+        if field is None and text.startswith("Expected `object`"):
+            return FrameError(ErrorCode.MALFORMED, f"frame is not a map: {text}")
         return FrameError(ErrorCode.INVALID, text, field)
     if isinstance(exc, RecursionError):
         return FrameError(ErrorCode.MALFORMED, "frame is nested too deeply")

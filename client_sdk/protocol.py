@@ -6,7 +6,10 @@ tagged by its ``type`` field; :mod:`client_sdk.codec` turns frames into these
 classes and back, and rejects anything that does not fit them.
 
 Compatibility rule for version 1: a peer ignores fields it does not know, and
-new optional fields may be added to any message. Removing a field, changing
+new optional fields may be added to any message. New message types may be
+added too: a client ignores a server message whose ``type`` it does not know
+(a room event of an unknown type still takes its offset), and a server
+answers an unknown command with an ``unknown_type`` error. Removing a field, changing
 its type or its meaning, or adding a required field needs a new subprotocol
 (``lophoc.v2.*``).
 
@@ -79,6 +82,8 @@ class CloseCode(enum.IntEnum):
     MESSAGE_TOO_BIG = 1009
     #: The server failed; the client should reconnect after a pause.
     INTERNAL_ERROR = 1011
+    #: The node is restarting or shutting down; reconnect (to any node).
+    SERVICE_RESTART = 1012
     #: No token in the handshake.
     TOKEN_MISSING = 4001
     #: The token is malformed, wrongly signed or uses a refused algorithm.
@@ -97,7 +102,8 @@ class CloseCode(enum.IntEnum):
     SEND_QUEUE_FULL = 4008
     #: The client kept sending after being told it was rate limited.
     RATE_LIMIT_EXCEEDED = 4009
-    #: The client sent too many frames that could not be decoded.
+    #: The client sent too many frames that the decoder refused
+    #: (``malformed``, ``unknown_type`` or ``invalid``).
     TOO_MANY_ERRORS = 4010
     #: The server lost events of a joined room that it cannot replay; the
     #: client should reconnect and join again with its last offset.
@@ -115,6 +121,9 @@ class Limits(msgspec.Struct, frozen=True):
     send_queue: int
     ping_interval_ms: int
     ping_timeout_ms: int
+    #: Refused frames tolerated within ``bad_frame_window_ms``.
+    max_bad_frames: int = 0
+    bad_frame_window_ms: int = 0
 
 
 class Member(msgspec.Struct, frozen=True):
@@ -156,7 +165,10 @@ class Command(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
 
     The server answers every command with an :class:`Ack` (or a more specific
     reply such as :class:`Joined`) or an :class:`Error` carrying the same
-    ``id``. A command sent again with the same ``id`` is applied once.
+    ``id``. A command that adds to a room (a broadcast) sent again with the
+    same ``id`` by the same person is applied once, so ids must be unique per
+    person, not per connection: use random ids. Join and leave are
+    idempotent by nature.
     """
 
     id: CommandId
@@ -167,7 +179,7 @@ class Join(Command, tag="join"):
 
     room: RoomId
     last_offset: Offset | None = None
-    epoch: str | None = None
+    epoch: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class Leave(Command, tag="leave"):
@@ -259,8 +271,8 @@ class Event(msgspec.Struct, tag_field="type", omit_defaults=True):
     """Base of every room event: its room, offset and the room's epoch.
 
     Offsets are contiguous per room within an epoch. A new epoch means the
-    room's history was lost and the client should join again without
-    ``last_offset``.
+    room's history was lost: the client joins again (with its last offset;
+    the server answers ``recovered: false`` and a fresh snapshot).
     """
 
     room: str

@@ -8,6 +8,7 @@ signature is looked at (RFC 8725 §3.1).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ ISSUER = "lophoc"
 #: node that checks it.
 LEEWAY_SECONDS = 5
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "role", "iss"]
+ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
 class TokenRefused(LophocError):
@@ -79,6 +81,11 @@ def mint(
     """A signed token for ``user`` in ``rooms``, valid for ``ttl_seconds``."""
     if not rooms:
         raise ValueError("a token must name at least one room")
+    for room in rooms:
+        if not ROOM_PATTERN.fullmatch(room) or len(room) > 64:
+            raise ValueError(
+                f"room id {room!r} must be 1 to 64 letters, digits or _ . : -"
+            )
     if ttl_seconds <= 0:
         raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
     issued = int(time.time()) if now is None else now

@@ -38,7 +38,7 @@ from client_sdk.protocol import (
     Ping,
     Pong,
 )
-from rooms.errors import Refused
+from rooms.errors import BackendError, Refused
 from rooms.feed import EncodedEvent
 from rooms.hub import Hub
 from rooms.room import JoinRoom, LeaveRoom, SendBroadcast
@@ -155,6 +155,8 @@ class Session:
                 send_queue=settings.send_queue,
                 ping_interval_ms=int(settings.ping_interval * 1000),
                 ping_timeout_ms=int(settings.ping_timeout * 1000),
+                max_bad_frames=settings.max_bad_frames,
+                bad_frame_window_ms=int(BAD_FRAME_WINDOW * 1000),
             ),
         )
 
@@ -356,11 +358,11 @@ class Session:
             reply = await self._hub.submit(
                 room, JoinRoom(member=self._member, session=self.id)
             )
+            joined = self._expect(reply, JoinReply, command.id)
         except BaseException:
             self._rooms.pop(room, None)
             await self._hub.unlisten(room, self)
             raise
-        joined = self._expect(reply, JoinReply, command.id)
 
         missed = None
         if (
@@ -368,9 +370,14 @@ class Session:
             and command.epoch == joined.epoch
             and command.last_offset <= joined.offset
         ):
-            missed = await self._hub.history(
-                room, joined.epoch, command.last_offset, joined.offset
-            )
+            try:
+                missed = await self._hub.history(
+                    room, joined.epoch, command.last_offset, joined.offset
+                )
+            except BackendError:
+                # The member is in the room already; a fresh snapshot is
+                # the answer that needs no history.
+                logger.warning("session %s: history of %s unreadable", self.id, room)
         self._send(
             Joined(
                 id=command.id,
@@ -392,13 +399,17 @@ class Session:
 
     async def _leave(self, command: Leave) -> None:
         room = command.room
-        if self._rooms.pop(room, None) is None:
+        if room not in self._rooms:
             raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")
-        await self._hub.unlisten(room, self)
+        # The room hears of the leave before this connection forgets the
+        # room: if the writer cannot be reached, a retry or the disconnect
+        # clean-up still leaves it.
         reply = await self._hub.submit(
             room, LeaveRoom(self.claims.user, self.id, LeaveReason.LEFT)
         )
         appended = self._expect(reply, AppendReply, command.id)
+        if self._rooms.pop(room, None) is not None:
+            await self._hub.unlisten(room, self)
         self._send(Ack(id=command.id, room=room, offset=appended.offset))
 
     async def _broadcast(self, command: Broadcast) -> None:
