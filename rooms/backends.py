@@ -110,12 +110,16 @@ def mask_url(url: str) -> str:
         # Unparseable, so there is no telling where a password would be.
         return url.split("://", 1)[0] + "://***"
 
+    has_query_password = any(name == "password" for name, _ in query)
+    if password is None and not has_query_password:
+        return url
+
     netloc = parts.netloc
     if password is not None:
         userinfo, _, hostinfo = netloc.rpartition("@")
         user = userinfo.partition(":")[0]
         netloc = f"{user}:***@{hostinfo}"
-    if any(name == "password" for name, _ in query):
+    if has_query_password:
         masked = [
             (name, "***" if name == "password" else value) for name, value in query
         ]

@@ -70,7 +70,11 @@ class MemoryBroker(Broker):
         )
 
     async def unsubscribe(self, channel: str, handler: Handler) -> None:
-        """Stop calling ``handler`` for ``channel``; a no-op if it was not."""
+        """Remove one subscription of ``handler`` to ``channel``, if it has one.
+
+        A handler subscribed twice is called twice per message, until it is
+        unsubscribed as many times.
+        """
         subscriptions = self._subscriptions.get(channel, [])
         for index, subscription in enumerate(subscriptions):
             # Equality, not identity: a bound method is a new object each

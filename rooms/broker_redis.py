@@ -7,11 +7,11 @@ subscription commands.
 
 The broker reconnects by itself. redis-py can reconnect a connection on its
 own too, but then nobody learns that messages were lost in between, so the
-client is built without retries and every failure surfaces here: the reader
-drops the subscriber connection, reconnects with capped exponential backoff,
-subscribes every channel again and, once Redis has confirmed them all, runs
-the handlers given to :meth:`Broker.on_reconnect` so callers can fetch what
-they missed from the store.
+subscriber's client is built without retries and every failure surfaces
+here: the reader drops the subscriber connection, reconnects with capped
+exponential backoff, subscribes every channel again and, once Redis has
+confirmed them all, runs the handlers given to :meth:`Broker.on_reconnect`
+so callers can fetch what they missed from the store.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from .backends import mask_url
@@ -58,8 +58,13 @@ class RedisBroker(Broker):
     ) -> None:
         super().__init__()
         self._where = mask_url(url)
+        # PUBLISH may go out twice when a connection drops before its reply:
+        # feeds drop duplicates by offset, and a few quick retries ride over
+        # a pooled connection that Redis closed.
+        retry = Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), 3)
         try:
-            self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+            self._redis: Redis = Redis.from_url(url, retry=retry)
+            self._subscriber: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
         except ValueError as exc:
             raise ConfigError("bad Redis URL", self._where) from exc
         self._subscribe_timeout = subscribe_timeout
@@ -91,7 +96,7 @@ class RedisBroker(Broker):
 
         Raises :class:`BackendError` when Redis cannot be reached.
         """
-        pubsub = self._redis.pubsub()
+        pubsub = self._subscriber.pubsub()
         try:
             await _open(pubsub)
         except _LOST as exc:
@@ -123,6 +128,7 @@ class RedisBroker(Broker):
         if self._pubsub is not None:
             await _close_quietly(self._pubsub)
             self._pubsub = None
+        await self._subscriber.aclose()
         await self._redis.aclose()
 
     async def ping(self) -> None:
@@ -148,6 +154,8 @@ class RedisBroker(Broker):
         :class:`BackendError` if that takes longer than ``subscribe_timeout``
         (the handler is then not subscribed).
         """
+        if self._reader is None:
+            raise BackendError("the Redis broker is not connected")
         key = channel.encode()
         self._handlers.setdefault(key, []).append(handler)
         if key in self._active:
@@ -165,6 +173,10 @@ class RedisBroker(Broker):
         try:
             async with asyncio.timeout(self._subscribe_timeout):
                 await confirmed
+        except asyncio.CancelledError:
+            # A caller that gave up must not keep receiving.
+            await self.unsubscribe(channel, handler)
+            raise
         except TimeoutError as exc:
             await self.unsubscribe(channel, handler)
             raise BackendError(
@@ -173,7 +185,11 @@ class RedisBroker(Broker):
             ) from exc
 
     async def unsubscribe(self, channel: str, handler: Handler) -> None:
-        """Stop calling ``handler`` for ``channel``; a no-op if it was not."""
+        """Remove one subscription of ``handler`` to ``channel``, if it has one.
+
+        A handler subscribed twice is called twice per message, until it is
+        unsubscribed as many times.
+        """
         key = channel.encode()
         handlers = self._handlers.get(key, [])
         # Equality, not identity: a bound method is a new object each time
@@ -222,6 +238,13 @@ class RedisBroker(Broker):
                         "redis broker: reconnection attempt %d failed: %s",
                         attempt,
                         exc,
+                    )
+                    continue
+                except Exception:
+                    # Whatever it is, a dead reader would silently stop every
+                    # delivery on this node: keep trying.
+                    logger.exception(
+                        "redis broker: reconnection attempt %d failed", attempt
                     )
                     continue
                 logger.info(
@@ -293,7 +316,7 @@ class RedisBroker(Broker):
             self._active.add(key)
 
     async def _resubscribe(self) -> PubSub:
-        pubsub = self._redis.pubsub()
+        pubsub = self._subscriber.pubsub()
         try:
             await _open(pubsub)
         except BaseException:

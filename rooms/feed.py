@@ -15,9 +15,10 @@ from typing import Protocol
 
 import msgspec
 
-from client_sdk.protocol import RoomEvent
+from client_sdk.protocol import Notice, RoomEvent
 
 from .store import Store
+from .wire import NoticeFrame
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class _Header(msgspec.Struct):
 
 _header_decoder = msgspec.msgpack.Decoder(_Header)
 _event_decoder = msgspec.msgpack.Decoder(RoomEvent)
+_notice_decoder = msgspec.msgpack.Decoder(Notice)
+_envelope_decoder = msgspec.msgpack.Decoder(NoticeFrame)
 _json_encoder = msgspec.json.Encoder()
 
 
@@ -60,6 +63,31 @@ class EncodedEvent:
         return event
 
 
+class EncodedNotice:
+    """A notice for some members of a room, decoded once per node.
+
+    ``user`` names the one person it is for, otherwise it is for the room's
+    staff; with ``close`` set their connections close with that code.
+    """
+
+    __slots__ = ("_json", "close", "msgpack", "user")
+
+    def __init__(self, frame: NoticeFrame) -> None:
+        self.msgpack = frame.frame
+        self.user = frame.user
+        self.close = frame.close
+        self._json: bytes | None = None
+
+    @property
+    def json(self) -> bytes:
+        """The notice encoded for the JSON subprotocol."""
+        if self._json is None:
+            self._json = _json_encoder.encode(
+                _notice_decoder.decode(self.msgpack or b"\xc0")
+            )
+        return self._json
+
+
 class Listener(Protocol):
     """A local connection that receives a room's events."""
 
@@ -68,6 +96,9 @@ class Listener(Protocol):
 
     def reset(self, room: str) -> None:
         """The feed lost events it cannot recover; the listener must resync."""
+
+    def notice(self, notice: EncodedNotice) -> None:
+        """A notice of the room; the listener checks whether it is its own."""
 
 
 class RoomFeed:
@@ -101,6 +132,16 @@ class RoomFeed:
             logger.error("room %s: dropped an undecodable event frame", self.room)
             return
         self.offer(header.epoch, header.offset, frame)
+
+    def receive_notice(self, frame: bytes) -> None:
+        """Broker handler: a notice published by the room's writer."""
+        try:
+            notice = EncodedNotice(_envelope_decoder.decode(frame))
+        except msgspec.MsgspecError:
+            logger.error("room %s: dropped an undecodable notice", self.room)
+            return
+        for listener in tuple(self.listeners):
+            listener.notice(notice)
 
     def offer(self, epoch: str, offset: int, frame: bytes) -> None:
         """Take an event from the broker or from the local writer."""

@@ -30,6 +30,7 @@ from .store import Store
 from .wire import (
     AppendReply,
     JoinReply,
+    NoticeFrame,
     NotOwner,
     RefusedReply,
     Reply,
@@ -38,11 +39,12 @@ from .wire import (
     decoder,
     encoder,
 )
-from .writer import RoomWriter
+from .writer import Notice, RoomWriter, event_encoder
 
 logger = logging.getLogger(__name__)
 
 ROOM_CHANNEL = "lophoc:room:{}"
+NOTICE_CHANNEL = "lophoc:notice:{}"
 NODE_CHANNEL = "lophoc:node:{}"
 
 
@@ -125,6 +127,8 @@ class Hub:
                 await self.store.release(room, self.node)
             except BackendError:
                 logger.warning("room %s: could not release the lease", room)
+        for writer in self._writers.values():
+            await writer.close()
         self._writers.clear()
         for feed in self._feeds.values():
             await feed.close()
@@ -172,13 +176,24 @@ class Hub:
             return await writer.handle(command, self.clock())
         except StaleWriter:
             logger.warning("room %s: another node wrote the room; giving it up", room)
-            self._writers.pop(room, None)
+            await self._drop(room, writer)
             return NotOwner()
         except BackendError as exc:
+            # What the writer holds may now differ from the store: the next
+            # command rebuilds the room from the store.
+            await self._drop(room, writer)
             raise Refused(ErrorCode.UNAVAILABLE, "store unreachable") from exc
+
+    async def _drop(self, room: str, writer: RoomWriter) -> None:
+        if self._writers.get(room) is writer:
+            del self._writers[room]
+        await writer.close()
 
     async def _writer(self, room: str) -> RoomWriter:
         writer = self._writers.get(room)
+        if writer is not None and writer.broken:
+            await self._drop(room, writer)
+            writer = None
         if writer is not None:
             return writer
         # Two commands arriving together for a room this node has just
@@ -186,7 +201,9 @@ class Hub:
         opening = self._opening.get(room)
         if opening is None:
             opening = asyncio.create_task(
-                RoomWriter.rebuild(room, self.store, self._publish, self.clock())
+                RoomWriter.rebuild(
+                    room, self.store, self._publish, self._notify, self.clock
+                )
             )
             self._opening[room] = opening
         try:
@@ -271,7 +288,7 @@ class Hub:
                     continue
                 if owner != self.node:
                     logger.warning("room %s: lease lost to node %s", room, owner)
-                    self._writers.pop(room, None)
+                    await self._drop(room, writer)
 
     async def _retire(self, room: str, writer: RoomWriter) -> None:
         # An empty room that nobody used for a while gives up its lease, so
@@ -280,6 +297,7 @@ class Hub:
             if writer.room.members or writer.idle_for() <= self._lease_ms / 1000:
                 return
             self._writers.pop(room, None)
+        await writer.close()
         try:
             await self.store.release(room, self.node)
         except BackendError:
@@ -292,7 +310,16 @@ class Hub:
         feed = self._feeds.get(room)
         if feed is not None:
             feed.offer(self._writers[room].room.epoch, offset, frame)
-        self._outbox.put_nowait((room, offset, frame))
+        self._outbox.put_nowait((ROOM_CHANNEL.format(room), offset, frame))
+
+    def _notify(self, notice: Notice) -> None:
+        # Notices have no offset to drop a second copy by, so this node's
+        # own listeners get them back from the broker like everyone else's.
+        frame = None if notice.message is None else event_encoder.encode(notice.message)
+        envelope = NoticeFrame(frame, notice.user, notice.close)
+        self._outbox.put_nowait(
+            (NOTICE_CHANNEL.format(notice.room), 0, encoder.encode(envelope))
+        )
 
     async def _send_outbox(self) -> None:
         # One sender keeps a room's events in offset order on the broker,
@@ -301,13 +328,13 @@ class Hub:
             item = await self._outbox.get()
             if item is None:
                 return
-            room, offset, frame = item
+            channel, offset, frame = item
             try:
-                await self.broker.publish(ROOM_CHANNEL.format(room), frame)
+                await self.broker.publish(channel, frame)
             except BackendError:
-                # The event is stored: other nodes see the gap at the next
+                # An event is stored: other nodes see the gap at the next
                 # event, or resync when the broker connection comes back.
-                logger.warning("room %s: publish of offset %d failed", room, offset)
+                logger.warning("%s: publish of offset %d failed", channel, offset)
 
     async def listen(self, room: str, listener: Listener) -> None:
         """Deliver the events of ``room`` to ``listener`` from now on."""
@@ -317,11 +344,17 @@ class Hub:
             if feed is None:
                 feed = RoomFeed(room, self.store)
                 await self.broker.subscribe(ROOM_CHANNEL.format(room), feed.receive)
+                await self.broker.subscribe(
+                    NOTICE_CHANNEL.format(room), feed.receive_notice
+                )
                 try:
                     head = await self.store.open_room(room)
                 except BackendError as exc:
                     await self.broker.unsubscribe(
                         ROOM_CHANNEL.format(room), feed.receive
+                    )
+                    await self.broker.unsubscribe(
+                        NOTICE_CHANNEL.format(room), feed.receive_notice
                     )
                     raise Refused(ErrorCode.UNAVAILABLE, "store unreachable") from exc
                 feed.start(head.epoch, head.offset)
@@ -341,6 +374,9 @@ class Hub:
             del self._feeds[room]
             await feed.close()
             await self.broker.unsubscribe(ROOM_CHANNEL.format(room), feed.receive)
+            await self.broker.unsubscribe(
+                NOTICE_CHANNEL.format(room), feed.receive_notice
+            )
 
     async def history(
         self, room: str, epoch: str, after: int, until: int

@@ -7,17 +7,25 @@ events the writer calls :meth:`Room.apply` with them. Replaying a room's
 history through :meth:`Room.apply` rebuilds the same state on another node.
 
 Presence is by person, not by connection: a student with two tabs open is one
-member, who leaves when their last connection does.
+member, who leaves when their last connection does. A room remembers who has
+left, why and when, so the roster shows who dropped out and who came back.
+
+A room created for a lesson also holds a :class:`rooms.lesson.Lesson`, to
+which it hands the lesson's commands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
 from client_sdk.protocol import (
+    Answer,
+    AnswerResult,
+    AnswerTally,
+    AwayMember,
     BroadcastEvent,
     ClassRoster,
     ErrorCode,
@@ -25,12 +33,14 @@ from client_sdk.protocol import (
     Member,
     MemberJoined,
     MemberLeft,
+    RemoveMember,
     Role,
     RoomEvent,
     SchoolRoster,
 )
 
 from .errors import Refused
+from .lesson import AnswerRecord, HostAction, Lesson
 
 #: Roles that may send a broadcast to a whole room.
 BROADCAST_ROLES = frozenset({Role.TEACHER, Role.CO_TEACHER, Role.PROCTOR, Role.ADMIN})
@@ -60,7 +70,25 @@ class SendBroadcast(msgspec.Struct, tag=True, frozen=True):
     body: bytes
 
 
-RoomCommand = JoinRoom | LeaveRoom | SendBroadcast
+class LessonAction(msgspec.Struct, tag=True, frozen=True):
+    """A lesson command from ``actor``, as received by their node.
+
+    ``received_at`` is the receiving node's clock, so an answer forwarded to
+    another node is timed from when its student sent it, and
+    ``round_trip_ms`` is that connection's measured round trip.
+    """
+
+    actor: Member
+    command: HostAction | Answer | RemoveMember
+    received_at: int
+    round_trip_ms: int = 0
+
+
+class Tick(msgspec.Struct, tag=True, frozen=True):
+    """A deadline of the room has come (a question's closing time)."""
+
+
+RoomCommand = JoinRoom | LeaveRoom | SendBroadcast | LessonAction | Tick
 
 
 @dataclass(slots=True)
@@ -76,17 +104,30 @@ class Decision:
     attach: tuple[str, str] | None = None
     detach: list[tuple[str, str]] = field(default_factory=list)
     dedupe_key: str | None = None
+    #: An answer to store before it is acknowledged.
+    record: AnswerRecord | None = None
+    #: The command was applied before; nothing new is stored.
+    duplicate: bool = False
+    #: Results sent to each student after a reveal.
+    results: list[tuple[str, AnswerResult]] = field(default_factory=list)
+    #: Connections of this user are closed (they were removed).
+    remove: str | None = None
 
 
 class Room:
     """The state of one room as its single writer sees it."""
 
-    def __init__(self, room_id: str, epoch: str, offset: int = 0) -> None:
+    def __init__(
+        self, room_id: str, epoch: str, offset: int = 0, lesson: Lesson | None = None
+    ) -> None:
         self.id = room_id
         self.epoch = epoch
         self.offset = offset
+        self.lesson = lesson
         self.members: dict[str, Member] = {}
         self.sessions: dict[str, set[str]] = {}
+        self.away: dict[str, AwayMember] = {}
+        self.removed: set[str] = set()
 
     def decide(self, command: RoomCommand, now: int) -> Decision:
         """The events ``command`` causes; raises :class:`Refused` if none may."""
@@ -94,7 +135,97 @@ class Room:
             return self._decide_join(command, now)
         if isinstance(command, LeaveRoom):
             return self._decide_leave(command, now)
-        return self._decide_broadcast(command, now)
+        if isinstance(command, SendBroadcast):
+            return self._decide_broadcast(command, now)
+        if isinstance(command, Tick):
+            if self.lesson is None:
+                return Decision()
+            return Decision(events=self._number(self.lesson.tick(now).events, now))
+        return self._decide_lesson(command, now)
+
+    def due(self) -> int | None:
+        """The server time at which the writer must send a :class:`Tick`."""
+        return self.lesson.due() if self.lesson is not None else None
+
+    def present_students(self) -> int:
+        """Students and classroom devices present now."""
+        return sum(
+            1 for m in self.members.values() if m.role in (Role.STUDENT, Role.CLASSROOM)
+        )
+
+    def tally(self) -> AnswerTally | None:
+        """The teachers' running tally of the open question, if any."""
+        if self.lesson is None:
+            return None
+        tally = self.lesson.tally(self.present_students())
+        return msgspec.structs.replace(tally, room=self.id) if tally else None
+
+    def _number(self, events: Sequence[RoomEvent], now: int) -> list[RoomEvent]:
+        numbered: list[RoomEvent] = []
+        for index, event in enumerate(events):
+            changed: RoomEvent = msgspec.structs.replace(
+                event,
+                room=self.id,
+                offset=self.offset + 1 + index,
+                epoch=self.epoch,
+                at=getattr(event, "at", 0) or now,
+            )
+            numbered.append(changed)
+        return numbered
+
+    def _decide_lesson(self, action: LessonAction, now: int) -> Decision:
+        command = action.command
+        if isinstance(command, RemoveMember):
+            return self._decide_remove(action.actor, command, now)
+        lesson = self.lesson
+        if lesson is None:
+            raise Refused(ErrorCode.INVALID, "this room is not a lesson", "room")
+        if action.actor.user not in self.members:
+            raise Refused(ErrorCode.NOT_JOINED, "join the room first", "room")
+        if isinstance(command, Answer):
+            outcome = lesson.decide_answer(
+                action.actor, command, action.received_at, action.round_trip_ms
+            )
+            return Decision(record=outcome.record, duplicate=outcome.duplicate)
+        outcome = lesson.decide_host(action.actor, command, now)
+        results = [
+            (user, msgspec.structs.replace(result, room=self.id))
+            for user, result in outcome.results
+        ]
+        return Decision(events=self._number(outcome.events, now), results=results)
+
+    def _decide_remove(
+        self, actor: Member, command: RemoveMember, now: int
+    ) -> Decision:
+        target = self.members.get(command.user)
+        if target is None:
+            away = self.away.get(command.user)
+            target = away.member if away else None
+        if target is None:
+            raise Refused(ErrorCode.INVALID, "no such member in this room", "user")
+        allowed = (
+            self.lesson.may_moderate(actor, target)
+            if self.lesson is not None
+            else actor.role in (Role.TEACHER, Role.ADMIN)
+        )
+        if not allowed or target.user == actor.user:
+            raise Refused(
+                ErrorCode.FORBIDDEN,
+                "you may not remove this member",
+                "user",
+            )
+        if target.user in self.removed:
+            return Decision(remove=target.user)
+        event = MemberLeft(
+            room=self.id,
+            offset=self.offset + 1,
+            epoch=self.epoch,
+            at=now,
+            user=target.user,
+            reason=LeaveReason.REMOVED,
+        )
+        detach = [(target.user, s) for s in self.sessions.get(target.user, set())]
+        return Decision(events=[event], detach=detach, remove=target.user)
 
     def apply(self, decision: Decision) -> None:
         """Make ``decision`` part of the state, once the store holds its events."""
@@ -107,15 +238,24 @@ class Room:
             self.sessions.setdefault(user, set()).add(session)
         for event in decision.events:
             self.replay(event)
+        if decision.record is not None and self.lesson is not None:
+            self.lesson.record(decision.record)
 
     def replay(self, event: RoomEvent) -> None:
         """Fold one stored event into the state (used to rebuild a room)."""
         if isinstance(event, MemberJoined):
             self.members[event.member.user] = event.member
             self.sessions.setdefault(event.member.user, set())
+            self.away.pop(event.member.user, None)
         elif isinstance(event, MemberLeft):
-            self.members.pop(event.user, None)
+            member = self.members.pop(event.user, None)
             self.sessions.pop(event.user, None)
+            if member is not None:
+                self.away[event.user] = AwayMember(member, event.reason, event.at)
+            if event.reason is LeaveReason.REMOVED:
+                self.removed.add(event.user)
+        elif self.lesson is not None:
+            self.lesson.replay(event)
         self.offset = event.offset
 
     def decide_ghosts(self, now: int) -> Decision:
@@ -143,11 +283,19 @@ class Room:
         return decision
 
     def roster(self) -> list[SchoolRoster]:
-        """Present members grouped by school then class, sorted by name."""
-        return group_roster(self.members.values())
+        """Members grouped by school then class, sorted by name.
+
+        Each class lists who is present and who has gone away (left,
+        dropped or removed), so a teacher sees who is missing.
+        """
+        return group_roster(self.members.values(), self.away.values())
 
     def _decide_join(self, command: JoinRoom, now: int) -> Decision:
         member = command.member
+        if member.user in self.removed:
+            raise Refused(
+                ErrorCode.FORBIDDEN, "a teacher removed you from this room", "room"
+            )
         decision = Decision(attach=(member.user, command.session))
         if self.members.get(member.user) != member:
             decision.events.append(
@@ -157,6 +305,7 @@ class Room:
                     epoch=self.epoch,
                     at=now,
                     member=member,
+                    returned=member.user in self.away,
                 )
             )
         return decision
@@ -201,13 +350,18 @@ class Room:
         return Decision(events=[event], dedupe_key=key)
 
 
-def group_roster(members: Iterable[Member]) -> list[SchoolRoster]:
-    """Group ``members`` by school and class, each level sorted."""
-    schools: dict[str, dict[str, list[Member]]] = {}
+def group_roster(
+    members: Iterable[Member], away: Iterable[AwayMember] = ()
+) -> list[SchoolRoster]:
+    """Group ``members`` and ``away`` by school and class, each level sorted."""
+    here: dict[str, dict[str, list[Member]]] = {}
+    gone: dict[str, dict[str, list[AwayMember]]] = {}
     for member in members:
-        schools.setdefault(member.school, {}).setdefault(member.class_, []).append(
-            member
-        )
+        here.setdefault(member.school, {}).setdefault(member.class_, []).append(member)
+    for entry in away:
+        m = entry.member
+        gone.setdefault(m.school, {}).setdefault(m.class_, []).append(entry)
+        here.setdefault(m.school, {}).setdefault(m.class_, [])
     return [
         SchoolRoster(
             school=school,
@@ -215,9 +369,13 @@ def group_roster(members: Iterable[Member]) -> list[SchoolRoster]:
                 ClassRoster(
                     class_=name,
                     members=sorted(people, key=lambda m: (m.name, m.user)),
+                    away=sorted(
+                        gone.get(school, {}).get(name, []),
+                        key=lambda a: (a.member.name, a.member.user),
+                    ),
                 )
                 for name, people in sorted(classes.items())
             ],
         )
-        for school, classes in sorted(schools.items())
+        for school, classes in sorted(here.items())
     ]

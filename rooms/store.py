@@ -93,6 +93,28 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def save_records(
+        self, room: str, collection: str, records: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Store ``records`` (key, value) in a collection of ``room`` at once.
+
+        A key already present is overwritten. Used for answers, which are
+        private to their writer and teachers, so not room events.
+        """
+
+    @abc.abstractmethod
+    async def load_records(self, room: str, collection: str) -> dict[str, bytes]:
+        """Every record of a collection of ``room``."""
+
+    @abc.abstractmethod
+    async def save_document(self, kind: str, key: str, data: bytes) -> None:
+        """Store a document (a lesson's plan), replacing any older one."""
+
+    @abc.abstractmethod
+    async def load_document(self, kind: str, key: str) -> bytes | None:
+        """A stored document, or ``None``."""
+
+    @abc.abstractmethod
     async def claim(self, room: str, node: str, ttl_ms: int) -> str:
         """Take or renew ownership of ``room`` for ``node``; return the owner.
 

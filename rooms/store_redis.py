@@ -9,6 +9,9 @@ in one Redis Cluster slot and one script may touch them together:
 | ``lophoc:{room}:events`` | stream | one entry per event: id ``0-<offset>`` |
 | ``lophoc:{room}:dedupe`` | sorted set | deduplication keys, scored by first offset |
 | ``lophoc:{room}:owner`` | string | the node holding the room's lease, with a TTL |
+| ``lophoc:{room}:records:<collection>`` | hash | a collection's records by key |
+
+Documents live outside rooms, one string each: ``lophoc:document:<kind>:<key>``.
 
 A stream entry keeps the encoded event in its one field, ``f``. Appending is
 one Lua script, so the epoch and offset check, the deduplication lookup and
@@ -26,7 +29,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .backends import mask_url
@@ -54,6 +57,10 @@ return {head[1], tonumber(head[2]) or 0}
 # '0'), the dedupe key (or ''), frames.
 # Returns {'stale', epoch, last offset}, {'duplicate', offset} or {'ok', offset}.
 #
+# redis-py sends a command again when the connection drops before the reply
+# came back, so the script may run twice: the second run finds its frames
+# already at the head and answers as the first did.
+#
 # The dedupe set is trimmed with the stream: a key stays while its event is
 # kept, which bounds the set by the history limit. A client retrying later
 # cannot recover that history either and starts from a fresh snapshot.
@@ -61,8 +68,23 @@ _APPEND = """
 local head = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
 local last = tonumber(head[2]) or 0
 local offset = tonumber(ARGV[2])
-if head[1] ~= ARGV[1] or last ~= offset - 1 then
+local count = #ARGV - 5
+if head[1] ~= ARGV[1] then
   return {'stale', head[1] or '', last}
+end
+if last ~= offset - 1 then
+  if last == offset + count - 1 then
+    local stored = redis.call('XRANGE', KEYS[2], string.format('0-%d', offset),
+                              string.format('0-%d', last))
+    local same = #stored == count
+    for i = 1, #stored do
+      same = same and stored[i][2][2] == ARGV[5 + i]
+    end
+    if same then
+      return {'ok', offset}
+    end
+  end
+  return {'stale', head[1], last}
 end
 if ARGV[4] == '1' then
   local seen = redis.call('ZSCORE', KEYS[3], ARGV[5])
@@ -71,10 +93,10 @@ if ARGV[4] == '1' then
   end
 end
 local limit = tonumber(ARGV[3])
-for i = 6, #ARGV do
-  last = offset + i - 6
+for i = 1, count do
+  last = offset + i - 1
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', limit,
-             string.format('0-%d', last), 'f', ARGV[i])
+             string.format('0-%d', last), 'f', ARGV[5 + i])
 end
 redis.call('HSET', KEYS[1], 'offset', string.format('%d', last))
 if ARGV[4] == '1' then
@@ -119,11 +141,12 @@ class RedisStore(Store):
                 raise ConfigError("history_limit must be at least 1", history_limit)
             self.history_limit = history_limit
         self._where = mask_url(url)
+        # A few quick retries ride over a pooled connection that Redis
+        # closed (a restart, an idle timeout); every script is safe to run
+        # twice. Longer outages surface as BackendError.
+        retry = Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), 3)
         try:
-            # No retries inside redis-py: an append that failed after it was
-            # sent may have run, and sending it again would report a stale
-            # writer instead of the truth (unknown) to the caller.
-            self._redis: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+            self._redis: Redis = Redis.from_url(url, retry=retry)
         except ValueError as exc:
             raise ConfigError("bad Redis URL", self._where) from exc
         self._open_room = self._redis.register_script(_OPEN_ROOM)
@@ -216,6 +239,35 @@ class RedisStore(Store):
             return None
         return [bytes(fields[_FRAME_FIELD]) for _, fields in entries]
 
+    async def save_records(
+        self, room: str, collection: str, records: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Store ``records`` in a collection of ``room``, in one HSET."""
+        if not records:
+            return
+        items: list[str | bytes] = []
+        for key, value in records:
+            items += (key, bytes(value))
+        with self._errors(f"saving records of room {room!r}"):
+            await self._redis.hset(_records_key(room, collection), items=items)
+
+    async def load_records(self, room: str, collection: str) -> dict[str, bytes]:
+        """Every record of a collection of ``room``."""
+        with self._errors(f"loading records of room {room!r}"):
+            stored = await self._redis.hgetall(_records_key(room, collection))
+        return {_text(key): _raw(value) for key, value in stored.items()}
+
+    async def save_document(self, kind: str, key: str, data: bytes) -> None:
+        """Store a document, replacing any older one."""
+        with self._errors(f"saving {kind} document {key!r}"):
+            await self._redis.set(_document_key(kind, key), bytes(data))
+
+    async def load_document(self, kind: str, key: str) -> bytes | None:
+        """A stored document, or ``None``."""
+        with self._errors(f"loading {kind} document {key!r}"):
+            data = await self._redis.get(_document_key(kind, key))
+        return None if data is None else _raw(data)
+
     async def claim(self, room: str, node: str, ttl_ms: int) -> str:
         """Take or renew the room's lease for ``node``; return the owner."""
         if ttl_ms < 1:
@@ -244,6 +296,19 @@ class RedisStore(Store):
             yield
         except (RedisError, OSError) as exc:
             raise BackendError(f"redis store {self._where}: {action}: {exc}") from exc
+
+
+def _records_key(room: str, collection: str) -> str:
+    return room_key(room, f"records:{collection}")
+
+
+def _document_key(kind: str, key: str) -> str:
+    return f"lophoc:document:{kind}:{key}"
+
+
+def _raw(value: bytes | str) -> bytes:
+    # The client leaves replies undecoded; the str case is for the type checker.
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _text(value: bytes | str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from client_sdk.protocol import ErrorCode, SchoolRoster
+from client_sdk.protocol import ErrorCode, LessonView, SchoolRoster
 
 from .room import RoomCommand
 
@@ -19,6 +19,7 @@ class JoinReply(msgspec.Struct, tag=True, frozen=True):
     epoch: str
     offset: int
     roster: list[SchoolRoster]
+    lesson: LessonView | None = None
 
 
 class AppendReply(msgspec.Struct, tag=True, frozen=True):
@@ -50,6 +51,18 @@ class Request(msgspec.Struct, tag=True, frozen=True):
     reply_to: str
     room: str
     command: RoomCommand
+
+
+class NoticeFrame(msgspec.Struct, tag=True, frozen=True):
+    """A notice for some members of a room, on the room's notice channel.
+
+    ``frame`` is the MessagePack of the client message, encoded once by the
+    writer; ``user`` and ``close`` are as in :class:`rooms.writer.Notice`.
+    """
+
+    frame: bytes | None
+    user: str | None = None
+    close: int | None = None
 
 
 class Response(msgspec.Struct, tag=True, frozen=True):

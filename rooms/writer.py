@@ -1,9 +1,16 @@
 """The single writer of one room, on the node that owns it.
 
-Commands for a room are applied one at a time, in arrival order: decide,
-append to the store, apply to the state, then publish. Nothing is published
-or acknowledged before the store holds it, so an acknowledged event survives
-the loss of this node.
+Commands for a room are decided one at a time, in arrival order. A command
+that causes events appends them to the store, then applies them to the
+state, then publishes them: nothing is published or acknowledged before the
+store holds it, so an acknowledged event survives the loss of this node.
+
+Answers are the exception to one-at-a-time storage, because a quiz brings
+thousands within a second: they are decided in order, but stored in groups
+(a group commit), each group in one store call while the next one gathers.
+An answer is acknowledged once its group is stored. If a group cannot be
+stored, the writer is marked broken and the hub drops it; the next command
+rebuilds the room from what the store really holds.
 """
 
 from __future__ import annotations
@@ -12,13 +19,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import msgspec
 
-from client_sdk.protocol import RoomEvent
+from client_sdk.protocol import AnswerResult, AnswerTally, LessonView, RoomEvent
 
-from .errors import Refused
-from .room import Decision, JoinRoom, Room, RoomCommand
+from .errors import BackendError, Refused
+from .lesson import AnswerRecord, Lesson
+from .plan import LessonPlan
+from .room import Decision, JoinRoom, Room, RoomCommand, Tick
 from .store import Store
 from .wire import AppendReply, JoinReply, RefusedReply, Reply
 
@@ -26,32 +36,88 @@ logger = logging.getLogger(__name__)
 
 event_encoder = msgspec.msgpack.Encoder()
 event_decoder = msgspec.msgpack.Decoder(RoomEvent)
+record_decoder = msgspec.msgpack.Decoder(AnswerRecord)
+plan_decoder = msgspec.msgpack.Decoder(LessonPlan)
+
+#: Collection of a room's answers in the store, and the document kind of a
+#: lesson's plan.
+ANSWERS = "answers"
+LESSON = "lesson"
+#: Shortest time between two tallies sent to the teachers of one room.
+TALLY_INTERVAL = 0.25
 
 Publish = Callable[[str, int, bytes], None]
 
 
-class RoomWriter:
-    """Owns a :class:`Room` and is the only code that appends to its history.
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A message for some members of a room only; not part of its history.
 
-    ``publish`` is called with the room, offset and MessagePack frame of each
-    stored event, in offset order; it must not block.
+    ``user`` names the one person it is for; otherwise it is for the room's
+    staff (teachers, co-teachers, proctors, admins). ``close`` asks their
+    connections to close with that code instead of receiving a message.
     """
 
-    def __init__(self, room: Room, store: Store, publish: Publish) -> None:
+    room: str
+    message: AnswerTally | AnswerResult | None
+    user: str | None = None
+    close: int | None = None
+
+
+Notify = Callable[[Notice], None]
+
+
+class RoomWriter:
+    """Owns a :class:`Room` and is the only code that writes its history.
+
+    ``publish`` is called with the room, offset and MessagePack frame of each
+    stored event, in offset order; ``notify`` with each :class:`Notice`.
+    Neither may block.
+    """
+
+    def __init__(
+        self,
+        room: Room,
+        store: Store,
+        publish: Publish,
+        notify: Notify,
+        clock: Callable[[], int],
+    ) -> None:
         self.room = room
+        self.lock = asyncio.Lock()
+        #: Set when a store write failed: the state may be ahead of the store.
+        self.broken = False
         self._store = store
         self._publish = publish
-        self.lock = asyncio.Lock()
+        self._notify = notify
+        self._clock = clock
         self._used = time.monotonic()
+        self._pending: list[AnswerRecord] = []
+        self._group: asyncio.Future[None] | None = None
+        self._unstored: dict[tuple[int, str], asyncio.Future[None]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._armed: int | None = None
+        self._tally: asyncio.Task[None] | None = None
+        self._tally_sent = 0.0
 
     @classmethod
     async def rebuild(
-        cls, room_id: str, store: Store, publish: Publish, now: int
+        cls,
+        room_id: str,
+        store: Store,
+        publish: Publish,
+        notify: Notify,
+        clock: Callable[[], int],
     ) -> RoomWriter:
         """Load a room from the store and mark members nobody holds as gone."""
         head = await store.open_room(room_id)
         frames = await store.read(room_id, head.epoch, 0, head.offset)
-        room = Room(room_id, head.epoch)
+        document = await store.load_document(LESSON, room_id)
+        lesson = None
+        if document is not None:
+            lesson = Lesson(room_id, plan_decoder.decode(document))
+        room = Room(room_id, head.epoch, lesson=lesson)
         if frames is None:
             # History was trimmed: older presence is unknown, so the room
             # starts empty at its current offset.
@@ -64,19 +130,38 @@ class RoomWriter:
             for frame in frames:
                 room.replay(event_decoder.decode(frame))
         room.offset = head.offset
-        writer = cls(room, store, publish)
-        await writer._commit(room.decide_ghosts(now))
+        if lesson is not None:
+            records = await store.load_records(room_id, ANSWERS)
+            for data in records.values():
+                lesson.record(record_decoder.decode(data))
+
+        writer = cls(room, store, publish, notify, clock)
+        await writer._commit(room.decide_ghosts(clock()))
+        writer._arm()
         logger.info(
-            "room %s: writer ready at epoch %s offset %d",
+            "room %s: writer ready at epoch %s offset %d%s",
             room_id,
             room.epoch,
             room.offset,
+            " (lesson)" if lesson else "",
         )
         return writer
 
     def idle_for(self) -> float:
         """Seconds since the last command."""
         return time.monotonic() - self._used
+
+    def lesson_view(self) -> LessonView | None:
+        """The lesson snapshot for a joining client, if this room is a lesson."""
+        return self.room.lesson.view() if self.room.lesson else None
+
+    async def close(self) -> None:
+        """Stop the deadline timer and the tally; let queued answers store."""
+        for task in (self._timer, self._tally):
+            if task is not None:
+                task.cancel()
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def handle(self, command: RoomCommand, now: int) -> Reply:
         """Apply ``command``; the reply tells the caller what happened."""
@@ -86,10 +171,71 @@ class RoomWriter:
                 decision = self.room.decide(command, now)
             except Refused as refused:
                 return RefusedReply(refused.code, refused.message, refused.field)
-            reply = await self._commit(decision)
-            if isinstance(command, JoinRoom):
-                return JoinReply(self.room.epoch, self.room.offset, self.room.roster())
-            return reply
+
+            if decision.record is not None:
+                waiter = self._take_answer(decision)
+            else:
+                reply = await self._commit(decision)
+                self._after(decision)
+                if isinstance(command, JoinRoom):
+                    return JoinReply(
+                        self.room.epoch,
+                        self.room.offset,
+                        self.room.roster(),
+                        self.lesson_view(),
+                    )
+                return reply
+
+        # Outside the lock: other answers are decided while this one's group
+        # is being stored.
+        if waiter is not None:
+            await waiter
+        self._schedule_tally()
+        return AppendReply(duplicate=decision.duplicate)
+
+    def _take_answer(self, decision: Decision) -> asyncio.Future[None] | None:
+        record = decision.record
+        if record is None:
+            return None
+        key = (record.number, record.user)
+        if decision.duplicate:
+            return self._unstored.get(key)
+
+        # The answer joins the state before it is stored, so that the next
+        # answer is decided against it; a failed store breaks the writer.
+        self.room.apply(decision)
+        if self._group is None:
+            self._group = asyncio.get_running_loop().create_future()
+        self._pending.append(record)
+        self._unstored[key] = self._group
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return self._group
+
+    async def _flush(self) -> None:
+        while self._pending:
+            group, self._group = self._group, None
+            batch, self._pending = self._pending, []
+            if group is None:
+                return
+            try:
+                await self._store.save_records(
+                    self.room.id,
+                    ANSWERS,
+                    [(f"{r.number}:{r.user}", event_encoder.encode(r)) for r in batch],
+                )
+            except BackendError as exc:
+                logger.error("room %s: %d answers not stored", self.room.id, len(batch))
+                self.broken = True
+                group.set_exception(exc)
+                if self._group is not None:
+                    self._group.set_exception(exc)
+                return
+            group.set_result(None)
+            for record in batch:
+                key = (record.number, record.user)
+                if self._unstored.get(key) is group:
+                    del self._unstored[key]
 
     async def _commit(self, decision: Decision) -> AppendReply:
         if not decision.events:
@@ -108,3 +254,53 @@ class RoomWriter:
         for index, frame in enumerate(frames):
             self._publish(self.room.id, first + index, frame)
         return AppendReply(first)
+
+    def _after(self, decision: Decision) -> None:
+        for user, result in decision.results:
+            self._notify(Notice(self.room.id, result, user=user))
+        if decision.remove is not None:
+            # 4013 is CloseCode.REMOVED; rooms/ names no server close codes.
+            self._notify(Notice(self.room.id, None, user=decision.remove, close=4013))
+        if decision.events:
+            self._schedule_tally()
+        self._arm()
+
+    def _arm(self) -> None:
+        due = self.room.due()
+        if due == self._armed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed = due
+        if due is not None:
+            self._timer = asyncio.create_task(self._wake(due))
+
+    async def _wake(self, due: int) -> None:
+        await asyncio.sleep(max(due - self._clock(), 0) / 1000)
+        self._armed = None
+        self._timer = None
+        try:
+            await self.handle(Tick(), self._clock())
+        except BackendError:
+            # The next command rebuilds the room and re-arms the deadline.
+            logger.warning("room %s: deadline could not be stored", self.room.id)
+            self.broken = True
+
+    def _schedule_tally(self) -> None:
+        if self.room.lesson is None or self.room.lesson.asked is None:
+            return
+        if self._tally is not None and not self._tally.done():
+            return
+        self._tally = asyncio.create_task(self._send_tally())
+
+    async def _send_tally(self) -> None:
+        # At most a few tallies a second, whatever the rate of answers: the
+        # teacher's chart needs no more, and each goes to every teacher.
+        wait = self._tally_sent + TALLY_INTERVAL - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._tally_sent = time.monotonic()
+        tally = self.room.tally()
+        if tally is not None:
+            self._notify(Notice(self.room.id, tally))

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import logging
 import secrets
+import statistics
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -34,14 +35,19 @@ from client_sdk.protocol import (
     Joined,
     Leave,
     LeaveReason,
+    LessonCommand,
+    LessonSnapshot,
     Limits,
     Ping,
     Pong,
+    Probe,
+    ProbeReply,
+    Role,
 )
 from rooms.errors import BackendError, Refused
-from rooms.feed import EncodedEvent
+from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
-from rooms.room import JoinRoom, LeaveRoom, SendBroadcast
+from rooms.room import JoinRoom, LeaveRoom, LessonAction, SendBroadcast
 from rooms.wire import AppendReply, JoinReply, RefusedReply, Reply
 
 from .auth import Claims
@@ -53,6 +59,8 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
 BAD_FRAME_WINDOW = 10.0
+PROBE_INTERVAL = 15.0
+STAFF_ROLES = frozenset({Role.TEACHER, Role.CO_TEACHER, Role.PROCTOR, Role.ADMIN})
 RATE_STRIKE_RESET = 1.0
 CLOSE_TIMEOUT = 2.0
 
@@ -116,6 +124,9 @@ class Session:
         self._bad_frames: collections.deque[float] = collections.deque()
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._probes: dict[str, float] = {}
+        self._rtts: collections.deque[int] = collections.deque(maxlen=5)
         self._closer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -131,8 +142,10 @@ class Session:
         try:
             await asyncio.wait({self._reader})
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            tasks = [sender] + ([self._prober] if self._prober else [])
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self._closer is not None:
                 await asyncio.gather(self._closer, return_exceptions=True)
             await self._leave_all()
@@ -245,6 +258,18 @@ class Session:
         self._stats.errors[code.value] += 1
         self._send(Error(code=code, message=message, id=command_id, field=field))
 
+    def notice(self, notice: EncodedNotice) -> None:
+        """A notice of a joined room: taken if it is for this connection."""
+        if notice.user is not None:
+            if notice.user != self.claims.user:
+                return
+        elif self.claims.role not in STAFF_ROLES:
+            return
+        if notice.close is not None:
+            self.close_soon(CloseCode(notice.close), "removed by a teacher")
+        elif notice.msgpack is not None:
+            self._enqueue(notice.msgpack if self._codec.binary else notice.json)
+
     def deliver(self, event: EncodedEvent) -> None:
         """A room event from the hub, in offset order."""
         membership = self._rooms.get(event.room)
@@ -337,8 +362,52 @@ class Session:
             await self._join(command)
         elif isinstance(command, Leave):
             await self._leave(command)
-        else:
+        elif isinstance(command, Broadcast):
             await self._broadcast(command)
+        elif isinstance(command, ProbeReply):
+            self._probe_answered(command)
+        else:
+            await self._lesson(command)
+
+    async def _lesson(self, command: LessonCommand) -> None:
+        room = command.room  # type: ignore[union-attr]
+        if room not in self._rooms:
+            raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")
+        reply = await self._hub.submit(
+            room,
+            LessonAction(
+                actor=self._member,
+                command=command,  # type: ignore[arg-type]
+                received_at=self._hub.clock(),
+                round_trip_ms=self._round_trip(),
+            ),
+        )
+        appended = self._expect(reply, AppendReply, command.id)
+        self._send(Ack(id=command.id, room=room, offset=appended.offset))
+
+    # Round trip --------------------------------------------------------------
+
+    async def _probe_loop(self) -> None:
+        # The server measures each connection's round trip itself, so that a
+        # quiz can credit a slow link without trusting what a client claims.
+        while True:
+            nonce = secrets.token_hex(4)
+            self._probes[nonce] = time.monotonic()
+            self._send(Probe(nonce=nonce, server_time=self._hub.clock()))
+            await asyncio.sleep(PROBE_INTERVAL if len(self._rtts) >= 3 else 1.0)
+            self._probes.pop(nonce, None)
+
+    def _probe_answered(self, reply: ProbeReply) -> None:
+        sent = self._probes.pop(reply.nonce, None)
+        if sent is None:
+            return
+        self._rtts.append(int((time.monotonic() - sent) * 1000))
+
+    def _round_trip(self) -> int:
+        """The median of the last few measured round trips, in milliseconds."""
+        if not self._rtts:
+            return 0
+        return int(statistics.median(self._rtts))
 
     async def _join(self, command: Join) -> None:
         room = command.room
@@ -388,6 +457,10 @@ class Session:
                 roster=None if missed is not None else joined.roster,
             )
         )
+        if missed is None and joined.lesson is not None:
+            self._send(LessonSnapshot(room=room, lesson=joined.lesson))
+        if joined.lesson is not None and self._prober is None:
+            self._prober = asyncio.create_task(self._probe_loop())
         binary = self._codec.binary
         for event in missed or ():
             self._enqueue(event.msgpack if binary else event.json)

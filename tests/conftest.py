@@ -30,14 +30,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisProcess) -> Iterator[str]:
+def redis_url(redis_server: RedisProcess) -> str:
     """The session's Redis, emptied for this test."""
     client = redis.Redis.from_url(redis_server.url)
     try:
         client.flushall()
     finally:
         client.close()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -95,12 +96,24 @@ class RedisProcess:
         process, self._process = self._process, None
         if process is None:
             return
+        # A paused server would ignore SIGTERM until it runs again.
+        process.send_signal(signal.SIGCONT)
         process.terminate()
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout)
+
+    def pause(self) -> None:
+        """Freeze redis-server (SIGSTOP): connections stay open, nothing answers."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused redis-server run again (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def _answers_ping(self) -> bool:
         try:

@@ -16,6 +16,9 @@ from tests.helpers import RedisProcess, free_port
 
 BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
 
+#: How long a test waits for messages it expects.
+WAIT_SECONDS = 5.0
+
 
 class Inbox:
     """A broker handler that keeps what it receives and lets a test wait for it."""
@@ -28,9 +31,9 @@ class Inbox:
         self.messages.append(data)
         self._changed.set()
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[bytes]:
+    async def wait_for(self, count: int) -> list[bytes]:
         """The messages, once there are at least ``count`` of them."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(WAIT_SECONDS):
             while len(self.messages) < count:
                 self._changed.clear()
                 await self._changed.wait()
@@ -104,6 +107,30 @@ async def test_subscribe_again_after_unsubscribe(broker: Broker) -> None:
     await broker.subscribe("a", inbox)
     await broker.publish("a", b"back")
     assert await inbox.wait_for(1) == [b"back"]
+
+
+async def test_racing_subscribe_and_unsubscribe(broker: Broker) -> None:
+    """Interleaved subscribes and unsubscribes end in the last state asked for."""
+    inboxes = [Inbox() for _ in range(10)]
+    marker = Inbox()
+    await broker.subscribe("marker", marker)
+    for round_ in range(5):
+        if round_:
+            await asyncio.gather(*(broker.unsubscribe("a", i) for i in inboxes[:3]))
+        await asyncio.gather(*(broker.subscribe("a", inbox) for inbox in inboxes))
+        await asyncio.gather(
+            *(broker.unsubscribe("a", inbox) for inbox in inboxes),
+            *(broker.subscribe("a", inbox) for inbox in inboxes[:3]),
+        )
+        await asyncio.gather(
+            *(broker.unsubscribe("a", inbox) for inbox in inboxes[:3]),
+            *(broker.subscribe("a", inbox) for inbox in inboxes[:3]),
+        )
+
+    await broker.publish("a", b"x")
+    await broker.publish("marker", b"marker")
+    await marker.wait_for(1)
+    assert [inbox.messages for inbox in inboxes] == [[b"x"]] * 3 + [[]] * 7
 
 
 async def test_unsubscribe_unknown_handler_is_a_no_op(broker: Broker) -> None:
@@ -313,6 +340,83 @@ async def test_redis_reconnects_and_resubscribes(
     finally:
         await broker.close()
         await sender.close()
+
+
+@pytest.mark.redis
+async def test_redis_idle_connection_stays_up(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keepalive PINGs on an idle connection are answered and change nothing."""
+    broker = RedisBroker(redis_url, keepalive=0.05)
+    await broker.connect()
+    try:
+        inbox = Inbox()
+        await broker.subscribe("room", inbox)
+        with caplog.at_level(logging.WARNING, logger="rooms"):
+            await asyncio.sleep(0.4)
+            await broker.publish("room", b"still there")
+            assert await inbox.wait_for(1) == [b"still there"]
+        assert caplog.records == []
+    finally:
+        await broker.close()
+
+
+class Warnings(logging.Handler):
+    """Collects warnings of a logger and lets a test wait for the first one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self.seen.set()
+
+
+@pytest.mark.redis
+async def test_redis_silent_server_is_detected(redis_process: RedisProcess) -> None:
+    """A Redis that stops answering without closing is given up and rejoined."""
+    url = f"{redis_process.url}?socket_timeout=0.3&socket_connect_timeout=0.3"
+    broker = RedisBroker(url, keepalive=0.1, backoff_cap=0.2)
+    reconnected = asyncio.Event()
+
+    async def note() -> None:
+        reconnected.set()
+
+    broker.on_reconnect(note)
+    warnings = Warnings()
+    logger = logging.getLogger("rooms.broker_redis")
+    logger.addHandler(warnings)
+    await broker.connect()
+    try:
+        inbox = Inbox()
+        await broker.subscribe("room", inbox)
+        redis_process.pause()
+        try:
+            async with asyncio.timeout(5):
+                await warnings.seen.wait()
+        finally:
+            redis_process.resume()
+        async with asyncio.timeout(10):
+            await reconnected.wait()
+        assert "PING" in warnings.messages[0]
+        await broker.publish("room", b"back")
+        assert await inbox.wait_for(1) == [b"back"]
+    finally:
+        logger.removeHandler(warnings)
+        await broker.close()
+
+
+@pytest.mark.redis
+async def test_redis_subscribe_needs_connect(redis_url: str) -> None:
+    """Subscribing before connect fails at once instead of waiting."""
+    broker = RedisBroker(redis_url)
+    try:
+        with pytest.raises(BackendError, match="not connected"):
+            await broker.subscribe("room", Inbox())
+    finally:
+        await broker.close()
 
 
 @pytest.mark.redis

@@ -14,7 +14,7 @@ from rooms.errors import BackendError, StaleWriter
 from rooms.store import AppendResult, Store
 from rooms.store_redis import RedisStore, room_key
 from rooms.store_sqlite import SqliteStore
-from tests.helpers import free_port
+from tests.helpers import RedisProcess, free_port
 
 StoreFactory = Callable[..., Awaitable[Store]]
 
@@ -100,6 +100,23 @@ async def test_append_refuses_wrong_epoch(store: Store) -> None:
     assert (await store.open_room("r")).offset == 0
 
 
+async def test_repeated_last_append_is_answered_again(store: Store) -> None:
+    """The last append sent again, as after a lost reply, succeeds unchanged."""
+    head = await store.open_room("r")
+    await store.append("r", head.epoch, 1, [b"a"])
+    first = await store.append("r", head.epoch, 2, [b"b", b"c"], dedupe_key="c1")
+
+    again = await store.append("r", head.epoch, 2, [b"b", b"c"], dedupe_key="c1")
+
+    assert again == first == AppendResult(2)
+    assert (await store.open_room("r")).offset == 3
+    assert await store.read("r", head.epoch, 0, 3) == [b"a", b"b", b"c"]
+    with pytest.raises(StaleWriter):
+        await store.append("r", head.epoch, 2, [b"b", b"other"])
+    with pytest.raises(StaleWriter):
+        await store.append("r", head.epoch, 1, [b"a"])
+
+
 async def test_dedupe_returns_first_offset(store: Store) -> None:
     """A repeated dedupe key returns the first offset and writes nothing."""
     head = await store.open_room("r")
@@ -126,6 +143,7 @@ async def test_dedupe_still_checks_the_writer(store: Store) -> None:
     """A repeated key from a writer at the wrong offset is still StaleWriter."""
     head = await store.open_room("r")
     await store.append("r", head.epoch, 1, [b"a"], dedupe_key="c1")
+    await store.append("r", head.epoch, 2, [b"b"])
     with pytest.raises(StaleWriter):
         await store.append("r", head.epoch, 1, [b"a"], dedupe_key="c1")
 
@@ -232,6 +250,40 @@ async def test_append_needs_frames(store: Store) -> None:
         await store.append("r", head.epoch, 1, [])
 
 
+async def test_records_are_saved_and_replaced(store: Store) -> None:
+    """Records come back by key; a key saved again takes the new value."""
+    await store.save_records("r", "answers", [("1:s1", b"A"), ("1:s2", b"B")])
+    await store.save_records("r", "answers", [("1:s1", b"C"), ("2:s1", bytes(256))])
+    await store.save_records("r", "answers", [])
+    assert await store.load_records("r", "answers") == {
+        "1:s1": b"C",
+        "1:s2": b"B",
+        "2:s1": bytes(256),
+    }
+
+
+async def test_records_are_per_room_and_collection(store: Store) -> None:
+    """A collection of one room shares nothing with other rooms or collections."""
+    await store.save_records("r", "answers", [("k", b"1")])
+    await store.save_records("other", "answers", [("k", b"2")])
+    await store.save_records("r", "notes", [("k", b"3")])
+    assert await store.load_records("r", "answers") == {"k": b"1"}
+    assert await store.load_records("other", "answers") == {"k": b"2"}
+    assert await store.load_records("r", "notes") == {"k": b"3"}
+    assert await store.load_records("empty", "answers") == {}
+
+
+async def test_documents_are_saved_and_replaced(store: Store) -> None:
+    """A document comes back byte for byte; saving again replaces it."""
+    assert await store.load_document("lesson", "r") is None
+    await store.save_document("lesson", "r", bytes(range(256)))
+    await store.save_document("lesson", "other", b"other")
+    assert await store.load_document("lesson", "r") == bytes(range(256))
+    await store.save_document("lesson", "r", b"v2")
+    assert await store.load_document("lesson", "r") == b"v2"
+    assert await store.load_document("exam", "r") is None
+
+
 async def test_claim_renew_release(store: Store) -> None:
     """A node claims a free room, renews it, releases it and claims it again."""
     assert await store.claim("r", "node-a", 10_000) == "node-a"
@@ -239,6 +291,16 @@ async def test_claim_renew_release(store: Store) -> None:
     await store.release("r", "node-a")
     assert await store.claim("r", "node-a", 10_000) == "node-a"
     await store.release("r", "node-a")
+
+
+async def test_single_process_store_grants_every_claim(
+    backend: str, store: Store
+) -> None:
+    """Memory and SQLite serve one node: any claim is granted to its caller."""
+    if backend == "redis":
+        pytest.skip("Redis leases are exclusive between nodes")
+    assert await store.claim("r", "node-a", 10_000) == "node-a"
+    assert await store.claim("r", "node-b", 10_000) == "node-b"
 
 
 async def test_claim_needs_a_positive_ttl(store: Store) -> None:
@@ -255,15 +317,19 @@ async def test_ping(store: Store) -> None:
 async def test_history_survives_reopening(
     backend: str, make_store: StoreFactory
 ) -> None:
-    """A durable store gives back the same epoch, offsets and frames."""
+    """A durable store gives back its history, records and documents."""
     if backend == "memory":
         pytest.skip("the memory store keeps nothing across instances")
     store = await make_store()
     head = await store.open_room("r")
     await store.append("r", head.epoch, 1, [b"a", b"b"], dedupe_key="c1")
+    await store.save_records("r", "answers", [("1:s1", b"A")])
+    await store.save_document("lesson", "r", b"plan")
     await store.close()
 
     reopened = await make_store()
+    assert await reopened.load_records("r", "answers") == {"1:s1": b"A"}
+    assert await reopened.load_document("lesson", "r") == b"plan"
     assert await reopened.open_room("r") == type(head)(head.epoch, 2)
     assert await reopened.read("r", head.epoch, 0, 2) == [b"a", b"b"]
     again = await reopened.append("r", head.epoch, 3, [b"x"], dedupe_key="c1")
@@ -365,14 +431,15 @@ async def test_redis_keys_share_the_room_hash_tag(redis_url: str) -> None:
         head = await store.open_room("lesson-1")
         await store.append("lesson-1", head.epoch, 1, [b"a"], dedupe_key="c1")
         await store.claim("lesson-1", "node-a", 10_000)
+        await store.save_records("lesson-1", "answers", [("1:s1", b"A")])
     finally:
         await store.close()
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = {key.decode() for key in client.keys("*")}
+        keys = {k.decode() if isinstance(k, bytes) else k for k in client.keys("*")}
     finally:
         client.close()
-    parts = ("head", "events", "dedupe", "owner")
+    parts = ("head", "events", "dedupe", "owner", "records:answers")
     assert keys == {room_key("lesson-1", part) for part in parts}
     assert all(key.startswith("lophoc:{lesson-1}:") for key in keys)
 
@@ -402,6 +469,27 @@ async def test_redis_lost_history_gets_a_new_epoch(redis_url: str) -> None:
         result = await store.append("r", new.epoch, 1, [b"z"], dedupe_key="c1")
         assert result == AppendResult(1)
         assert await store.read("r", new.epoch, 0, 1) == [b"z"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_redis_store_rides_over_a_restart(redis_process: RedisProcess) -> None:
+    """After Redis restarts, pooled connections are replaced without an error."""
+    store = RedisStore(redis_process.url)
+    await store.connect()
+    try:
+        before = await store.open_room("r")
+        redis_process.stop()
+        async with asyncio.timeout(10):
+            with pytest.raises(BackendError):
+                await store.ping()
+        redis_process.start()
+
+        # This Redis keeps nothing on disk, so the room comes back anew.
+        after = await store.open_room("r")
+        assert after.epoch != before.epoch
+        assert await store.append("r", after.epoch, 1, [b"a"]) == AppendResult(1)
     finally:
         await store.close()
 

@@ -1,4 +1,4 @@
-"""The lophoc wire protocol, version 1: every message type, defined once.
+"""Protocol v1, the core: connection, rooms, presence and broadcast.
 
 The server and the Python client SDK both import this module, so a field
 added here is a field on both sides. Each message is a :class:`msgspec.Struct`
@@ -9,9 +9,9 @@ Compatibility rule for version 1: a peer ignores fields it does not know, and
 new optional fields may be added to any message. New message types may be
 added too: a client ignores a server message whose ``type`` it does not know
 (a room event of an unknown type still takes its offset), and a server
-answers an unknown command with an ``unknown_type`` error. Removing a field, changing
-its type or its meaning, or adding a required field needs a new subprotocol
-(``lophoc.v2.*``).
+answers an unknown command with an ``unknown_type`` error. Removing a field,
+changing its type or its meaning, or adding a required field needs a new
+subprotocol (``lophoc.v2.*``).
 
 Times are integers in milliseconds since the Unix epoch, as measured by the
 server's clock unless the field name says ``client``.
@@ -20,7 +20,7 @@ server's clock unless the field name says ``client``.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Final, TypeAlias
+from typing import Annotated, Final
 
 import msgspec
 
@@ -67,6 +67,9 @@ class ErrorCode(enum.StrEnum):
     NOT_JOINED = "not_joined"
     #: More messages per second than the connection's limit.
     RATE_LIMITED = "rate_limited"
+    #: The question or exam no longer takes this command (its deadline
+    #: passed, or the quiz does not allow changing an answer).
+    CLOSED = "closed"
     #: The room's owner could not be reached in time; retry with the same id.
     UNAVAILABLE = "unavailable"
     #: Anything else went wrong on the server; retry with the same id.
@@ -110,6 +113,8 @@ class CloseCode(enum.IntEnum):
     RESYNC = 4011
     #: No ``room`` was named in the handshake.
     ROOM_MISSING = 4012
+    #: A teacher removed this person from the room; do not reconnect.
+    REMOVED = 4013
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -136,11 +141,28 @@ class Member(msgspec.Struct, frozen=True):
     class_: str = msgspec.field(name="class")
 
 
-class ClassRoster(msgspec.Struct, frozen=True):
-    """The members of one class of one school."""
+class LeaveReason(enum.StrEnum):
+    """Why a member left a room."""
+
+    LEFT = "left"
+    DISCONNECTED = "disconnected"
+    REMOVED = "removed"
+
+
+class AwayMember(msgspec.Struct, frozen=True):
+    """Someone who was in the room and is not now: why, and since when."""
+
+    member: Member
+    reason: LeaveReason
+    at: int
+
+
+class ClassRoster(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The members of one class of one school: present, and gone away."""
 
     class_: str = msgspec.field(name="class")
     members: list[Member] = msgspec.field(default_factory=list)
+    away: list[AwayMember] = msgspec.field(default_factory=list)
 
 
 class SchoolRoster(msgspec.Struct, frozen=True):
@@ -148,13 +170,6 @@ class SchoolRoster(msgspec.Struct, frozen=True):
 
     school: str
     classes: list[ClassRoster] = msgspec.field(default_factory=list)
-
-
-class LeaveReason(enum.StrEnum):
-    """Why a member left a room."""
-
-    LEFT = "left"
-    DISCONNECTED = "disconnected"
 
 
 # Client to server ---------------------------------------------------------
@@ -203,9 +218,6 @@ class Ping(Command, tag="ping"):
     """Ask for the server's time, to measure clock offset and round trip."""
 
     client_time: Millis
-
-
-ClientMessage: TypeAlias = Join | Leave | Broadcast | Ping
 
 
 # Server to client ---------------------------------------------------------
@@ -282,9 +294,10 @@ class Event(msgspec.Struct, tag_field="type", omit_defaults=True):
 
 
 class MemberJoined(Event, tag="member_joined"):
-    """Someone entered the room."""
+    """Someone entered the room; ``returned`` when they had been here before."""
 
     member: Member
+    returned: bool = False
 
 
 class MemberLeft(Event, tag="member_left"):
@@ -300,9 +313,3 @@ class BroadcastEvent(Event, tag="broadcast"):
     sender: Member
     topic: str
     body: bytes
-
-
-RoomEvent: TypeAlias = MemberJoined | MemberLeft | BroadcastEvent
-ServerMessage: TypeAlias = (
-    Hello | Ack | Error | Joined | Pong | MemberJoined | MemberLeft | BroadcastEvent
-)

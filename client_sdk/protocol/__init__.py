@@ -1,0 +1,86 @@
+"""The lophoc wire protocol, version 1: every message type, defined once.
+
+The server and the Python client SDK both import this package, so a field
+added here is a field on both sides. Each message is a :class:`msgspec.Struct`
+tagged by its ``type`` field; :mod:`client_sdk.codec` turns frames into these
+classes and back, and rejects anything that does not fit them. The messages
+live in one module per concept (:mod:`.core`, :mod:`.lesson`); the unions
+below are the complete sets each side accepts.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+from .core import *  # noqa: F403
+from .core import (
+    Ack,
+    Broadcast,
+    BroadcastEvent,
+    Error,
+    Hello,
+    Join,
+    Joined,
+    Leave,
+    MemberJoined,
+    MemberLeft,
+    Ping,
+    Pong,
+)
+from .lesson import *  # noqa: F403
+from .lesson import (
+    ActivityChanged,
+    Answer,
+    AnswerResult,
+    AnswerTally,
+    AskQuestion,
+    CloseQuestion,
+    EndLesson,
+    LessonEnded,
+    LessonSnapshot,
+    Probe,
+    ProbeReply,
+    QuestionClosed,
+    QuestionOpened,
+    QuestionRevealed,
+    RemoveMember,
+    Reveal,
+    StepActivity,
+)
+
+ClientMessage: TypeAlias = (
+    Join
+    | Leave
+    | Broadcast
+    | Ping
+    | StepActivity
+    | AskQuestion
+    | Answer
+    | CloseQuestion
+    | Reveal
+    | EndLesson
+    | RemoveMember
+    | ProbeReply
+)
+RoomEvent: TypeAlias = (
+    MemberJoined
+    | MemberLeft
+    | BroadcastEvent
+    | ActivityChanged
+    | QuestionOpened
+    | QuestionClosed
+    | QuestionRevealed
+    | LessonEnded
+)
+ServerMessage: TypeAlias = (
+    Hello
+    | Ack
+    | Error
+    | Joined
+    | Pong
+    | RoomEvent
+    | AnswerTally
+    | AnswerResult
+    | LessonSnapshot
+    | Probe
+)
