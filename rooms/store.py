@@ -80,6 +80,8 @@ class Store(abc.ABC):
         Refuses with :class:`rooms.errors.StaleWriter` unless the room is at
         ``epoch`` and its last offset is ``offset - 1``. When ``dedupe_key``
         was appended before, writes nothing and returns the first offset.
+        Sending exactly the last append again (same epoch, offset and
+        frames, as a retry after a lost reply does) returns its result.
         """
 
     @abc.abstractmethod

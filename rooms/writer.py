@@ -67,6 +67,37 @@ class Notice:
 Notify = Callable[[Notice], None]
 
 
+async def load_room(store: Store, room_id: str) -> Room:
+    """A room as its stored history and records make it, for reading.
+
+    The writer starts from this; a report reads it without being the writer.
+    """
+    head = await store.open_room(room_id)
+    frames = await store.read(room_id, head.epoch, 0, head.offset)
+    document = await store.load_document(LESSON, room_id)
+    lesson = None
+    if document is not None:
+        lesson = Lesson(room_id, plan_decoder.decode(document))
+    room = Room(room_id, head.epoch, lesson=lesson)
+    if frames is None:
+        # History was trimmed: older presence is unknown, so the room
+        # starts empty at its current offset.
+        logger.warning(
+            "room %s: history trimmed, rebuilding from offset %d",
+            room_id,
+            head.offset,
+        )
+    else:
+        for frame in frames:
+            room.replay(event_decoder.decode(frame))
+    room.offset = head.offset
+    if lesson is not None:
+        records = await store.load_records(room_id, ANSWERS)
+        for data in records.values():
+            lesson.record(record_decoder.decode(data))
+    return room
+
+
 class RoomWriter:
     """Owns a :class:`Room` and is the only code that writes its history.
 
@@ -111,30 +142,7 @@ class RoomWriter:
         clock: Callable[[], int],
     ) -> RoomWriter:
         """Load a room from the store and mark members nobody holds as gone."""
-        head = await store.open_room(room_id)
-        frames = await store.read(room_id, head.epoch, 0, head.offset)
-        document = await store.load_document(LESSON, room_id)
-        lesson = None
-        if document is not None:
-            lesson = Lesson(room_id, plan_decoder.decode(document))
-        room = Room(room_id, head.epoch, lesson=lesson)
-        if frames is None:
-            # History was trimmed: older presence is unknown, so the room
-            # starts empty at its current offset.
-            logger.warning(
-                "room %s: history trimmed, rebuilding from offset %d",
-                room_id,
-                head.offset,
-            )
-        else:
-            for frame in frames:
-                room.replay(event_decoder.decode(frame))
-        room.offset = head.offset
-        if lesson is not None:
-            records = await store.load_records(room_id, ANSWERS)
-            for data in records.values():
-                lesson.record(record_decoder.decode(data))
-
+        room = await load_room(store, room_id)
         writer = cls(room, store, publish, notify, clock)
         await writer._commit(room.decide_ghosts(clock()))
         writer._arm()
@@ -143,7 +151,7 @@ class RoomWriter:
             room_id,
             room.epoch,
             room.offset,
-            " (lesson)" if lesson else "",
+            " (lesson)" if room.lesson else "",
         )
         return writer
 

@@ -30,7 +30,7 @@ from rooms.errors import BackendError
 from rooms.hub import Hub
 from rooms.store import Store
 
-from . import metrics
+from . import api, metrics
 from .auth import TokenRefused, verify
 from .session import Session
 from .settings import Settings
@@ -236,6 +236,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             WebSocketRoute("/ws", websocket_endpoint),
+            *api.routes,
         ],
         lifespan=lifespan,
     )

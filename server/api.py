@@ -1,0 +1,162 @@
+"""The HTTP API: create lessons, join with a code, read lesson reports.
+
+Every request but ``POST /api/join`` carries a join token as
+``Authorization: Bearer``. Errors are JSON ``{"error", "message"}``, with
+``problems`` (path and message of each bad part) for a refused lesson file.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from client_sdk.protocol import Role
+from rooms.errors import BackendError
+from rooms.plan import PlanError, parse_plan
+from rooms.report import report_csv
+
+from . import auth, lessons
+
+logger = logging.getLogger(__name__)
+
+#: The largest lesson file accepted; a plan of 200 activities fits easily.
+MAX_BODY = 1 << 20
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status)
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status, media_type="application/json")
+
+
+def _claims(request: Request) -> auth.Claims | JSONResponse:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return _error(401, "unauthorized", "send Authorization: Bearer <token>")
+    try:
+        return auth.verify(request.app.state.node.settings.secret, token.strip())
+    except auth.TokenRefused as exc:
+        return _error(401, "unauthorized", exc.reason)
+
+
+async def _body(request: Request) -> bytes | JSONResponse:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return _error(413, "too_large", f"the body exceeds {MAX_BODY} bytes")
+    return body
+
+
+async def create_lesson(request: Request) -> Response:
+    """``POST /api/lessons``: a lesson file (JSON or YAML) in the body."""
+    claims = _claims(request)
+    if isinstance(claims, JSONResponse):
+        return claims
+    if claims.role not in (Role.ADMIN, Role.TEACHER):
+        return _error(403, "forbidden", "only teachers and admins create lessons")
+    body = await _body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    kind = request.headers.get("content-type", "")
+    filename = "lesson.json" if "json" in kind else "lesson.yaml"
+    node = request.app.state.node
+    try:
+        plan = parse_plan(body, filename)
+        if claims.role is Role.TEACHER and plan.host.user != claims.user:
+            return _error(403, "forbidden", "a teacher creates only lessons they host")
+        created = await lessons.create_lesson(
+            node.store, node.settings.secret, body, filename
+        )
+    except PlanError as exc:
+        problems = [
+            {"path": path, "message": message} for path, message in exc.problems
+        ]
+        return _error(422, "invalid_lesson", str(exc), problems=problems)
+    except lessons.LessonExists as exc:
+        return _error(409, "exists", str(exc))
+    except BackendError:
+        return _error(503, "unavailable", "the store is unreachable; try again")
+    logger.info("lesson %s created by %s", created.id, claims.user)
+    return _json(created, 201)
+
+
+async def join(request: Request) -> Response:
+    """``POST /api/join``: ``{"code": ..., "name": ...}`` gives a student token."""
+    body = await _body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    try:
+        data = msgspec.json.decode(body, type=dict[str, str])
+    except msgspec.MsgspecError as exc:
+        return _error(400, "invalid", f"expected a JSON object of strings: {exc}")
+    node = request.app.state.node
+    try:
+        lesson, access = await lessons.join_with_code(
+            node.store, node.settings.secret, data.get("code", ""), data.get("name")
+        )
+    except lessons.UnknownCode as exc:
+        return _error(404, "unknown_code", str(exc))
+    except ValueError as exc:
+        return _error(400, "invalid", str(exc))
+    except BackendError:
+        return _error(503, "unavailable", "the store is unreachable; try again")
+    return _json(
+        {
+            "lesson": lesson,
+            "user": access.user,
+            "name": access.name,
+            "token": access.token,
+            "websocket": f"/ws?room={lesson}&token={access.token}",
+        }
+    )
+
+
+async def _readable_plan(request: Request) -> tuple[str, Response | None]:
+    claims = _claims(request)
+    if isinstance(claims, JSONResponse):
+        return "", claims
+    lesson_id = request.path_params["lesson"]
+    plan = await lessons.load_plan(request.app.state.node.store, lesson_id)
+    if plan is None:
+        return lesson_id, _error(404, "not_found", f"no lesson {lesson_id!r}")
+    if not lessons.may_read(claims, plan):
+        return lesson_id, _error(
+            403, "forbidden", "only the lesson's teachers and admins may read this"
+        )
+    return lesson_id, None
+
+
+async def report(request: Request) -> Response:
+    """``GET /api/lessons/{lesson}/report``: JSON, or CSV with ``?format=csv``."""
+    try:
+        lesson_id, refused = await _readable_plan(request)
+        if refused is not None:
+            return refused
+        found = await lessons.lesson_report(request.app.state.node.store, lesson_id)
+    except BackendError:
+        return _error(503, "unavailable", "the store is unreachable; try again")
+    if found is None:
+        return _error(404, "not_found", f"no lesson {lesson_id!r}")
+    if request.query_params.get("format") == "csv":
+        return Response(
+            report_csv(found),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{lesson_id}.csv"'},
+        )
+    return _json(found)
+
+
+routes = [
+    Route("/api/lessons", create_lesson, methods=["POST"]),
+    Route("/api/join", join, methods=["POST"]),
+    Route("/api/lessons/{lesson}/report", report, methods=["GET"]),
+]
