@@ -23,7 +23,13 @@ from dataclasses import dataclass
 
 import msgspec
 
-from client_sdk.protocol import AnswerResult, AnswerTally, LessonView, RoomEvent
+from client_sdk.protocol import (
+    AnswerResult,
+    AnswerTally,
+    CloseCode,
+    LessonView,
+    RoomEvent,
+)
 
 from .errors import BackendError, Refused
 from .lesson import AnswerRecord, Lesson
@@ -267,8 +273,14 @@ class RoomWriter:
         for user, result in decision.results:
             self._notify(Notice(self.room.id, result, user=user))
         if decision.remove is not None:
-            # 4013 is CloseCode.REMOVED; rooms/ names no server close codes.
-            self._notify(Notice(self.room.id, None, user=decision.remove, close=4013))
+            self._notify(
+                Notice(
+                    self.room.id,
+                    None,
+                    user=decision.remove,
+                    close=CloseCode.REMOVED.value,
+                )
+            )
         if decision.events:
             self._schedule_tally()
         self._arm()

@@ -182,6 +182,21 @@ def _add_backends(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_node(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8765)")
+    parser.add_argument(
+        "--allowed-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin allowed to connect (repeatable; '*' for any)",
+    )
+    parser.add_argument("--node", help="name of this node in logs and metrics")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="log level"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lophoc`` command."""
     parser = argparse.ArgumentParser(
@@ -199,18 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(serve)
     _add_backends(serve)
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8765)")
-    serve.add_argument(
-        "--allowed-origin",
-        action="append",
-        metavar="ORIGIN",
-        help="a browser origin allowed to connect (repeatable; '*' for any)",
-    )
-    serve.add_argument("--node", help="name of this node in logs and metrics")
-    serve.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="log level"
-    )
+    _add_node(serve)
     serve.set_defaults(run=_serve)
 
     token = commands.add_parser(
@@ -242,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(show)
     _add_backends(show)
+    # The same flags as serve, so that the output is what serve would use.
+    _add_node(show)
     show.set_defaults(run=_show_settings)
 
     check = commands.add_parser(

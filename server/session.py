@@ -370,14 +370,14 @@ class Session:
             await self._lesson(command)
 
     async def _lesson(self, command: LessonCommand) -> None:
-        room = command.room  # type: ignore[union-attr]
+        room = command.room
         if room not in self._rooms:
             raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")
         reply = await self._hub.submit(
             room,
             LessonAction(
                 actor=self._member,
-                command=command,  # type: ignore[arg-type]
+                command=command,
                 received_at=self._hub.clock(),
                 round_trip_ms=self._round_trip(),
             ),

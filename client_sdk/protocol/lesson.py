@@ -288,6 +288,7 @@ class Probe(msgspec.Struct, tag_field="type", tag="probe"):
     server_time: int
 
 
+#: Lesson commands that act on a room (every one but ``probe_reply``).
 LessonCommand: TypeAlias = (
     StepActivity
     | AskQuestion
@@ -296,7 +297,6 @@ LessonCommand: TypeAlias = (
     | Reveal
     | EndLesson
     | RemoveMember
-    | ProbeReply
 )
 LessonEvent: TypeAlias = (
     ActivityChanged | QuestionOpened | QuestionClosed | QuestionRevealed | LessonEnded
