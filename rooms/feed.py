@@ -15,7 +15,7 @@ from typing import Protocol
 
 import msgspec
 
-from client_sdk.protocol import Notice, RoomEvent
+from client_sdk.protocol import Member, Notice, RoomEvent
 
 from .store import Store
 from .wire import NoticeFrame
@@ -99,6 +99,13 @@ class Listener(Protocol):
 
     def notice(self, notice: EncodedNotice) -> None:
         """A notice of the room; the listener checks whether it is its own."""
+
+    def membership(self, room: str) -> tuple[Member, str] | None:
+        """Who this listener is in ``room`` and its connection id, if joined.
+
+        A writer rebuilt on this node asks, so that connections which never
+        dropped stay in the room.
+        """
 
 
 class RoomFeed:

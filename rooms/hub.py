@@ -25,7 +25,7 @@ from client_sdk.protocol import ErrorCode
 from .broker import Broker
 from .errors import BackendError, Refused, StaleWriter
 from .feed import EncodedEvent, Listener, RoomFeed
-from .room import RoomCommand
+from .room import JoinRoom, RoomCommand
 from .store import Store
 from .wire import (
     AppendReply,
@@ -200,9 +200,15 @@ class Hub:
         # claimed must share one rebuild, not race two writers.
         opening = self._opening.get(room)
         if opening is None:
+            feed = self._feeds.get(room)
+            present = [
+                JoinRoom(member=held[0], session=held[1])
+                for listener in (feed.listeners if feed else ())
+                if (held := listener.membership(room)) is not None
+            ]
             opening = asyncio.create_task(
                 RoomWriter.rebuild(
-                    room, self.store, self._publish, self._notify, self.clock
+                    room, self.store, self._publish, self._notify, self.clock, present
                 )
             )
             self._opening[room] = opening
@@ -306,10 +312,10 @@ class Hub:
 
     # Events ---------------------------------------------------------------
 
-    def _publish(self, room: str, offset: int, frame: bytes) -> None:
+    def _publish(self, room: str, epoch: str, offset: int, frame: bytes) -> None:
         feed = self._feeds.get(room)
         if feed is not None:
-            feed.offer(self._writers[room].room.epoch, offset, frame)
+            feed.offer(epoch, offset, frame)
         self._outbox.put_nowait((ROOM_CHANNEL.format(room), offset, frame))
 
     def _notify(self, notice: Notice) -> None:

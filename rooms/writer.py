@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -52,7 +52,7 @@ LESSON = "lesson"
 #: Shortest time between two tallies sent to the teachers of one room.
 TALLY_INTERVAL = 0.25
 
-Publish = Callable[[str, int, bytes], None]
+Publish = Callable[[str, str, int, bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +107,8 @@ async def load_room(store: Store, room_id: str) -> Room:
 class RoomWriter:
     """Owns a :class:`Room` and is the only code that writes its history.
 
-    ``publish`` is called with the room, offset and MessagePack frame of each
-    stored event, in offset order; ``notify`` with each :class:`Notice`.
+    ``publish`` is called with the room, epoch, offset and MessagePack frame
+    of each stored event, in offset order; ``notify`` with each :class:`Notice`.
     Neither may block.
     """
 
@@ -146,10 +146,20 @@ class RoomWriter:
         publish: Publish,
         notify: Notify,
         clock: Callable[[], int],
+        present: Sequence[JoinRoom] = (),
     ) -> RoomWriter:
-        """Load a room from the store and mark members nobody holds as gone."""
+        """Load a room from the store and mark members nobody holds as gone.
+
+        ``present`` are the connections this node holds in the room: they
+        are in it still, whatever the history says.
+        """
         room = await load_room(store, room_id)
         writer = cls(room, store, publish, notify, clock)
+        for join in present:
+            try:
+                await writer._commit(room.decide(join, clock()))
+            except Refused:
+                logger.info("room %s: %s may not rejoin", room_id, join.member.user)
         await writer._commit(room.decide_ghosts(clock()))
         writer._arm()
         logger.info(
@@ -266,7 +276,7 @@ class RoomWriter:
 
         self.room.apply(decision)
         for index, frame in enumerate(frames):
-            self._publish(self.room.id, first + index, frame)
+            self._publish(self.room.id, self.room.epoch, first + index, frame)
         return AppendReply(first)
 
     def _after(self, decision: Decision) -> None:

@@ -38,6 +38,7 @@ from client_sdk.protocol import (
     LessonCommand,
     LessonSnapshot,
     Limits,
+    Member,
     Ping,
     Pong,
     Probe,
@@ -269,6 +270,10 @@ class Session:
             self.close_soon(CloseCode(notice.close), "removed by a teacher")
         elif notice.msgpack is not None:
             self._enqueue(notice.msgpack if self._codec.binary else notice.json)
+
+    def membership(self, room: str) -> tuple[Member, str] | None:
+        """This connection's member and id in ``room``, if it joined it."""
+        return (self._member, self.id) if room in self._rooms else None
 
     def deliver(self, event: EncodedEvent) -> None:
         """A room event from the hub, in offset order."""
