@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from client_sdk.codec import server_codec
@@ -93,7 +94,18 @@ def bearer_token(websocket: WebSocket) -> str | None:
     return None
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
+class WebSocketEndpoint:
+    """The ``/ws`` endpoint as a plain ASGI app.
+
+    Starlette calls an endpoint that is not a function with the raw ASGI
+    ``send``, which the session uses for its frames (see Session).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await websocket_endpoint(WebSocket(scope, receive, send), send)
+
+
+async def websocket_endpoint(websocket: WebSocket, asgi_send: Send) -> None:
     """Check the handshake, then serve the connection as a :class:`Session`."""
     node: Node = websocket.app.state.node
     settings = node.settings
@@ -141,7 +153,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
 
     session = Session(
-        websocket, claims, server_codec(subprotocol), node.hub, settings, node.stats
+        websocket,
+        claims,
+        server_codec(subprotocol),
+        node.hub,
+        settings,
+        node.stats,
+        asgi_send,
     )
     node.stats.connections += 1
     node.stats.connections_total += 1
@@ -235,7 +253,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            WebSocketRoute("/ws", websocket_endpoint),
+            WebSocketRoute("/ws", WebSocketEndpoint()),
             *api.routes,
         ],
         lifespan=lifespan,

@@ -15,7 +15,7 @@ import logging
 import secrets
 import statistics
 import time
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -107,8 +107,10 @@ class Session:
         hub: Hub,
         settings: Settings,
         stats: Stats,
+        asgi_send: Callable[[MutableMapping[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.id = secrets.token_hex(6)
+        self._asgi_send = asgi_send or websocket.send
         self.claims = claims
         self._ws = websocket
         self._codec = codec
@@ -118,7 +120,6 @@ class Session:
         self._member = claims.member()
         self._rooms: dict[str, _Membership] = {}
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.send_queue)
-        self._send_kind = "bytes" if codec.binary else "text"
         self._bucket = _TokenBucket(settings.messages_per_second, settings.burst)
         self._strikes = 0
         self._last_strike = 0.0
@@ -186,16 +187,26 @@ class Session:
             await self._on_frame(message)
 
     async def _send_loop(self) -> None:
-        send = self._ws.send
-        kind = self._send_kind
+        # Frames go straight to the ASGI server's send callable: Starlette's
+        # wrapper re-checks the connection state for every frame, which costs
+        # more than the send itself when one event fans out to a whole room.
+        send = self._asgi_send
+        binary = self._codec.binary
         stats = self._stats
         queue = self._queue
         while True:
             frame = await queue.get()
-            payload: dict[str, Any] = {"type": "websocket.send"}
-            payload[kind] = frame if kind == "bytes" else frame.decode()
-            await send(payload)
-            stats.frames_out += 1
+            while True:
+                if binary:
+                    await send({"type": "websocket.send", "bytes": frame})
+                else:
+                    await send({"type": "websocket.send", "text": frame.decode()})
+                stats.frames_out += 1
+                # Drain what is already queued before sleeping on the queue
+                # again: one wake-up then serves a burst of events.
+                if queue.empty():
+                    break
+                frame = queue.get_nowait()
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
         """Close the connection with ``code``; safe to call from a callback."""
