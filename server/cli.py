@@ -25,6 +25,7 @@ from rooms.backends import open_broker, open_store
 from rooms.errors import LophocError
 
 from . import auth
+from .cli_lessons import add_lesson_commands
 from .settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -266,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         "must share the same key.",
     )
     secret.set_defaults(run=_secret)
+
+    add_lesson_commands(commands, _settings_from, _add_common, _add_backends)
     return parser
 
 

@@ -1,0 +1,148 @@
+"""``lophoc lesson``: create lessons from files and read their reports.
+
+These work on the store named by the settings, like a node does, so they
+need no running node: on one machine with the embedded store they share its
+SQLite file; with Redis they reach every node's lessons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from rooms.backends import open_store
+from rooms.plan import PlanError
+from rooms.report import report_csv
+from rooms.store import Store
+
+from . import lessons
+from .settings import Settings
+
+T = TypeVar("T")
+SettingsFrom = Callable[[argparse.Namespace], Settings]
+
+
+def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = open_store(settings.store_url, Path(settings.data_dir))
+        await store.connect()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _create(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        print(f"lophoc: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        created = _with_store(
+            settings,
+            lambda store: lessons.create_lesson(
+                store, settings.secret, text, path.name
+            ),
+        )
+    except PlanError as exc:
+        print(f"lophoc: {path} is not a valid lesson:", file=sys.stderr)
+        for where, message in exc.problems:
+            print(f"  {where or 'file'}: {message}", file=sys.stderr)
+        return 2
+    except lessons.LessonExists as exc:
+        print(f"lophoc: {exc}", file=sys.stderr)
+        return 2
+    print(msgspec.json.format(msgspec.json.encode(created)).decode())
+    return 0
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    found = _with_store(
+        settings, lambda store: lessons.lesson_report(store, args.lesson)
+    )
+    if found is None:
+        print(f"lophoc: no lesson {args.lesson!r}", file=sys.stderr)
+        return 2
+    if args.csv:
+        sys.stdout.write(report_csv(found))
+    else:
+        print(msgspec.json.format(msgspec.json.encode(found)).decode())
+    return 0
+
+
+def _join(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        lesson, access = _with_store(
+            settings,
+            lambda store: lessons.join_with_code(
+                store, settings.secret, args.code, args.name
+            ),
+        )
+    except ValueError as exc:
+        print(f"lophoc: {exc}", file=sys.stderr)
+        return 2
+    print(
+        msgspec.json.format(
+            msgspec.json.encode(
+                {"lesson": lesson, "user": access.user, "token": access.token}
+            )
+        ).decode()
+    )
+    return 0
+
+
+def add_lesson_commands(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    settings_from: SettingsFrom,
+    add_common: Callable[[argparse.ArgumentParser], None],
+    add_backends: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add ``lophoc lesson create|report|join`` to the command's parser."""
+    lesson = commands.add_parser(
+        "lesson",
+        help="create lessons and read their reports",
+        description="Create a lesson from a file, read its report, or turn "
+        "a join code into a student token.",
+    )
+    actions = lesson.add_subparsers(dest="action", required=True)
+
+    def command(
+        name: str, help_text: str, run: Callable[[argparse.Namespace, Settings], int]
+    ) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, help=help_text, description=help_text
+        )
+        add_common(parser)
+        add_backends(parser)
+        parser.set_defaults(
+            run=lambda args: run(args, settings_from(args).with_secret())
+        )
+        return parser
+
+    create = command(
+        "create",
+        "Check and store a lesson file (YAML or JSON); print its tokens and "
+        "join codes as JSON.",
+        _create,
+    )
+    create.add_argument("file", help="the lesson file (see docs/lessons.md)")
+
+    report = command(
+        "report", "Print a lesson's report as JSON, or CSV with --csv.", _report
+    )
+    report.add_argument("lesson", help="the lesson id")
+    report.add_argument("--csv", action="store_true", help="print CSV, not JSON")
+
+    join = command("join", "Print a student token for a join code and a name.", _join)
+    join.add_argument("code", help="the join code of a class or a student")
+    join.add_argument("name", nargs="?", help="the student's name (class codes)")
