@@ -218,6 +218,13 @@ class Session:
         self._closer = asyncio.create_task(self._close(code, reason))
 
     async def _close(self, code: CloseCode, reason: str) -> None:
+        # Known shortcoming: a client that stopped reading never takes the
+        # close frame, and ASGI offers no way to abort the socket, so its TCP
+        # connection (and what the kernel queued for it) lingers until it
+        # reads again. The session and its room memberships end here anyway;
+        # what stays is a socket buffer of at most a few megabytes. It matters
+        # once many clients hang this way on one node; the way out is a
+        # server option to abort a connection whose close does not finish.
         try:
             await asyncio.wait_for(self._ws.close(code.value, reason), CLOSE_TIMEOUT)
         except Exception:
