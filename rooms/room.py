@@ -28,11 +28,13 @@ from client_sdk.protocol import (
     AwayMember,
     BroadcastEvent,
     ClassRoster,
+    Departure,
     ErrorCode,
     LeaveReason,
     Member,
     MemberJoined,
     MemberLeft,
+    PresenceChanged,
     RemoveMember,
     Role,
     RoomEvent,
@@ -244,19 +246,61 @@ class Room:
     def replay(self, event: RoomEvent) -> None:
         """Fold one stored event into the state (used to rebuild a room)."""
         if isinstance(event, MemberJoined):
-            self.members[event.member.user] = event.member
-            self.sessions.setdefault(event.member.user, set())
-            self.away.pop(event.member.user, None)
+            self._arrive(event.member)
         elif isinstance(event, MemberLeft):
-            member = self.members.pop(event.user, None)
-            self.sessions.pop(event.user, None)
-            if member is not None:
-                self.away[event.user] = AwayMember(member, event.reason, event.at)
-            if event.reason is LeaveReason.REMOVED:
-                self.removed.add(event.user)
+            self._depart(event.user, event.reason, event.at)
+        elif isinstance(event, PresenceChanged):
+            for member in event.joined:
+                self._arrive(member)
+            for departure in event.left:
+                self._depart(departure.user, departure.reason, event.at)
         elif self.lesson is not None:
             self.lesson.replay(event)
         self.offset = event.offset
+
+    def note_presence(self, decision: Decision) -> None:
+        """Apply a join or leave now, its event to be stored in a batch later.
+
+        Only for presence: who is here changes at once for the writer's
+        decisions, and the batch's :class:`PresenceChanged` tells the others.
+        """
+        for user, session in decision.detach:
+            self.sessions.get(user, set()).discard(session)
+        if decision.attach is not None:
+            user, session = decision.attach
+            self.sessions.setdefault(user, set()).add(session)
+        for event in decision.events:
+            if isinstance(event, MemberJoined):
+                self._arrive(event.member)
+            elif isinstance(event, MemberLeft):
+                self._depart(event.user, event.reason, event.at)
+
+    def presence_event(
+        self, joined: list[Member], left: list[Departure], returned: list[str], now: int
+    ) -> PresenceChanged:
+        """The next event of the room, gathering arrivals and departures."""
+        return PresenceChanged(
+            room=self.id,
+            offset=self.offset + 1,
+            epoch=self.epoch,
+            at=now,
+            joined=joined,
+            left=left,
+            returned=returned,
+        )
+
+    def _arrive(self, member: Member) -> None:
+        self.members[member.user] = member
+        self.sessions.setdefault(member.user, set())
+        self.away.pop(member.user, None)
+
+    def _depart(self, user: str, reason: LeaveReason, at: int) -> None:
+        member = self.members.pop(user, None)
+        self.sessions.pop(user, None)
+        if member is not None:
+            self.away[user] = AwayMember(member, reason, at)
+        if reason is LeaveReason.REMOVED:
+            self.removed.add(user)
 
     def decide_ghosts(self, now: int) -> Decision:
         """Members left by a rebuild with no connection known to this writer.

@@ -27,14 +27,19 @@ from client_sdk.protocol import (
     AnswerResult,
     AnswerTally,
     CloseCode,
+    Departure,
+    LeaveReason,
     LessonView,
+    Member,
+    MemberJoined,
+    MemberLeft,
     RoomEvent,
 )
 
 from .errors import BackendError, Refused
 from .lesson import AnswerRecord, Lesson
 from .plan import LessonPlan
-from .room import Decision, JoinRoom, Room, RoomCommand, Tick
+from .room import Decision, JoinRoom, LeaveRoom, Room, RoomCommand, Tick
 from .store import Store
 from .wire import AppendReply, JoinReply, RefusedReply, Reply
 
@@ -51,6 +56,11 @@ ANSWERS = "answers"
 LESSON = "lesson"
 #: Shortest time between two tallies sent to the teachers of one room.
 TALLY_INTERVAL = 0.25
+#: From this many members on, arrivals and departures are gathered into
+#: one presence event per window: each event goes to every member, so one
+#: per arrival costs the square of the room's size.
+PRESENCE_BATCH_FROM = 50
+PRESENCE_WINDOW = 0.25
 
 Publish = Callable[[str, str, int, bytes], None]
 
@@ -137,6 +147,9 @@ class RoomWriter:
         self._armed: int | None = None
         self._tally: asyncio.Task[None] | None = None
         self._tally_sent = 0.0
+        self._arrivals: dict[str, tuple[Member, bool]] = {}
+        self._departures: dict[str, LeaveReason] = {}
+        self._presence: asyncio.Task[None] | None = None
 
     @classmethod
     async def rebuild(
@@ -181,7 +194,7 @@ class RoomWriter:
 
     async def close(self) -> None:
         """Stop the deadline timer and the tally; let queued answers store."""
-        for task in (self._timer, self._tally):
+        for task in (self._timer, self._tally, self._presence):
             if task is not None:
                 task.cancel()
         if self._flusher is not None:
@@ -198,6 +211,16 @@ class RoomWriter:
 
             if decision.record is not None:
                 waiter = self._take_answer(decision)
+            elif self._batchable(command, decision):
+                self._gather_presence(decision)
+                if isinstance(command, JoinRoom):
+                    return JoinReply(
+                        self.room.epoch,
+                        self.room.offset,
+                        self.room.roster(),
+                        self.lesson_view(),
+                    )
+                return AppendReply()
             else:
                 reply = await self._commit(decision)
                 self._after(decision)
@@ -216,6 +239,50 @@ class RoomWriter:
             await waiter
         self._schedule_tally()
         return AppendReply(duplicate=decision.duplicate)
+
+    def _batchable(self, command: RoomCommand, decision: Decision) -> bool:
+        return (
+            isinstance(command, JoinRoom | LeaveRoom)
+            and len(self.room.members) >= PRESENCE_BATCH_FROM
+            and all(isinstance(e, MemberJoined | MemberLeft) for e in decision.events)
+        )
+
+    def _gather_presence(self, decision: Decision) -> None:
+        self.room.note_presence(decision)
+        for event in decision.events:
+            if isinstance(event, MemberJoined):
+                self._departures.pop(event.member.user, None)
+                self._arrivals[event.member.user] = (event.member, event.returned)
+            # Someone who came and went within one window was never
+            # announced; the roster of later joiners shows them as away.
+            elif (
+                isinstance(event, MemberLeft)
+                and self._arrivals.pop(event.user, None) is None
+            ):
+                self._departures[event.user] = event.reason
+        if self._presence is None or self._presence.done():
+            self._presence = asyncio.create_task(self._flush_presence())
+
+    async def _flush_presence(self) -> None:
+        await asyncio.sleep(PRESENCE_WINDOW)
+        async with self.lock:
+            arrivals, self._arrivals = self._arrivals, {}
+            departures, self._departures = self._departures, {}
+            if not arrivals and not departures:
+                return
+            event = self.room.presence_event(
+                joined=[member for member, _ in arrivals.values()],
+                left=[Departure(user, reason) for user, reason in departures.items()],
+                returned=[user for user, (_, back) in arrivals.items() if back],
+                now=self._clock(),
+            )
+            try:
+                await self._commit(Decision(events=[event]))
+            except BackendError:
+                # Presence is rebuilt from connections after a failure: the
+                # next command finds the writer broken and rebuilds the room.
+                logger.warning("room %s: presence batch not stored", self.room.id)
+                self.broken = True
 
     def _take_answer(self, decision: Decision) -> asyncio.Future[None] | None:
         record = decision.record

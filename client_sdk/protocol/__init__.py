@@ -26,6 +26,7 @@ from .core import (
     MemberLeft,
     Ping,
     Pong,
+    PresenceChanged,
 )
 from .lesson import *  # noqa: F403
 from .lesson import (
@@ -65,6 +66,7 @@ ClientMessage: TypeAlias = (
 RoomEvent: TypeAlias = (
     MemberJoined
     | MemberLeft
+    | PresenceChanged
     | BroadcastEvent
     | ActivityChanged
     | QuestionOpened

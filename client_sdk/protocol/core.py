@@ -307,6 +307,28 @@ class MemberLeft(Event, tag="member_left"):
     reason: LeaveReason
 
 
+class Departure(msgspec.Struct, frozen=True):
+    """One person who left, in a :class:`PresenceChanged` event."""
+
+    user: str
+    reason: LeaveReason
+
+
+class PresenceChanged(Event, tag="presence"):
+    """Several people came or went within a fraction of a second.
+
+    In a large room the server gathers arrivals and departures into one
+    event every few hundred milliseconds instead of one event each: with a
+    thousand students arriving, one event per arrival would send a million
+    frames. ``joined`` replaces any member with the same ``user``;
+    ``returned`` lists those of ``joined`` who had been in the room before.
+    """
+
+    joined: list[Member] = msgspec.field(default_factory=list)
+    left: list[Departure] = msgspec.field(default_factory=list)
+    returned: list[str] = msgspec.field(default_factory=list)
+
+
 class BroadcastEvent(Event, tag="broadcast"):
     """A message sent to the whole room."""
 

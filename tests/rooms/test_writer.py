@@ -13,7 +13,10 @@ from client_sdk.protocol import (
     Answer,
     AskQuestion,
     ErrorCode,
+    LeaveReason,
     Member,
+    MemberJoined,
+    PresenceChanged,
     QuestionClosed,
     Role,
     StepActivity,
@@ -23,8 +26,8 @@ from rooms.errors import Refused
 from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
 from rooms.plan import parse_plan
-from rooms.room import JoinRoom, LessonAction
-from rooms.wire import AppendReply, RefusedReply
+from rooms.room import JoinRoom, LeaveRoom, LessonAction
+from rooms.wire import AppendReply, JoinReply, RefusedReply
 from rooms.writer import ANSWERS, LESSON, load_room
 
 PLAN = """
@@ -224,3 +227,43 @@ async def test_failed_store_breaks_the_writer_and_rebuild_keeps_acked(
     assert set(room.away) == {"host"}
     assert room.lesson is not None
     assert set(room.lesson.answers[1]) == {"s1", "s2"}
+
+
+async def test_large_room_gathers_presence_into_few_events(hub: Hub) -> None:
+    """Past fifty members, arrivals and departures share one event per window."""
+    listener = Listener()
+    await hub.listen("quiz", listener)
+
+    replies = [
+        await hub.submit("quiz", JoinRoom(student(n), f"c{n}")) for n in range(120)
+    ]
+    for n in range(100, 110):
+        await hub.submit("quiz", LeaveRoom(f"s{n}", f"c{n}", LeaveReason.LEFT))
+    for _ in range(60):
+        if any(isinstance(e.decode(), PresenceChanged) for e in listener.events):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+
+    decoded = [e.decode() for e in listener.events]
+    single = [e for e in decoded if isinstance(e, MemberJoined)]
+    batches = [e for e in decoded if isinstance(e, PresenceChanged)]
+    last = replies[-1]
+    assert isinstance(last, JoinReply)
+    joined = {e.member.user for e in single} | {
+        m.user for b in batches for m in b.joined
+    }
+    departed = {d.user for b in batches for d in b.left}
+    assert len(single) == 50
+    assert 1 <= len(batches) <= 4
+    assert {f"s{n}" for n in range(100)} <= joined
+    # Whoever left had been announced, unless they came and went unseen
+    # within one window.
+    for user in (f"s{n}" for n in range(100, 110)):
+        assert (user in joined) == (user in departed)
+    assert [e.offset for e in decoded] == list(range(1, len(decoded) + 1))
+    assert sum(len(c.members) for s in last.roster for c in s.classes) == 120
+    room = await load_room(hub.store, "quiz")
+    assert set(room.members) == {f"s{n}" for n in range(100)} | {
+        f"s{n}" for n in range(110, 120)
+    }
