@@ -1,7 +1,8 @@
 """The Python client SDK of lophoc, and the protocol it shares with the server.
 
 :class:`Client` is the asyncio client; :mod:`client_sdk.protocol` defines
-every message of the wire protocol, re-exported here for convenience.
+every message of the wire protocol, the most used of which are re-exported
+here for convenience (the rest are in :mod:`client_sdk.protocol`).
 """
 
 from .backoff import Backoff
@@ -25,11 +26,15 @@ from .events import (
     RejoinFailed,
     Resumed,
     Resynced,
+    RoomNotice,
 )
 from .protocol import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     Ack,
+    ActivityChanged,
+    AnswerResult,
+    AnswerTally,
     Broadcast,
     BroadcastEvent,
     CloseCode,
@@ -38,11 +43,17 @@ from .protocol import (
     Join,
     Joined,
     Leave,
+    LeaveReason,
+    LessonEnded,
+    LessonSnapshot,
     Member,
     MemberJoined,
     MemberLeft,
     Ping,
     Pong,
+    QuestionClosed,
+    QuestionOpened,
+    QuestionRevealed,
     Role,
     RoomEvent,
 )
@@ -51,6 +62,9 @@ __all__ = [
     "JSON_SUBPROTOCOL",
     "MSGPACK_SUBPROTOCOL",
     "Ack",
+    "ActivityChanged",
+    "AnswerResult",
+    "AnswerTally",
     "Backoff",
     "Broadcast",
     "BroadcastEvent",
@@ -73,16 +87,23 @@ __all__ = [
     "Join",
     "Joined",
     "Leave",
+    "LeaveReason",
+    "LessonEnded",
+    "LessonSnapshot",
     "Member",
     "MemberJoined",
     "MemberLeft",
     "Ping",
     "Pong",
     "ProtocolViolation",
+    "QuestionClosed",
+    "QuestionOpened",
+    "QuestionRevealed",
     "Reconnected",
     "RejoinFailed",
     "Resumed",
     "Resynced",
     "Role",
     "RoomEvent",
+    "RoomNotice",
 ]

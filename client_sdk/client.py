@@ -35,7 +35,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import msgspec
 
 from .backoff import Backoff
-from .clock import ClockOffset, measure, wall_ms
+from .clock import ServerClock, wall_ms
 from .codec import client_codec
 from .cursor import JoinOutcome, RoomCursor, Verdict
 from .errors import (
@@ -57,11 +57,14 @@ from .events import (
     RejoinFailed,
     Resumed,
     Resynced,
+    RoomNotice,
 )
+from .lesson import LessonCommands, LessonRequest
 from .link import (
     ABNORMAL_CLOSURE,
     RECONNECT_CODES,
     REFUSAL_CODES,
+    FrameHook,
     Link,
     LinkLost,
     LinkOptions,
@@ -70,6 +73,8 @@ from .link import (
 from .protocol import (
     MSGPACK_SUBPROTOCOL,
     Ack,
+    AnswerResult,
+    AnswerTally,
     Broadcast,
     ClientMessage,
     Error,
@@ -79,8 +84,11 @@ from .protocol import (
     Join,
     Joined,
     Leave,
+    LessonSnapshot,
     Ping,
     Pong,
+    Probe,
+    ProbeReply,
     RoomEvent,
     ServerMessage,
 )
@@ -93,7 +101,7 @@ RETRYABLE_ERRORS: Final = frozenset(
 )
 
 
-class Client:
+class Client(LessonCommands, ServerClock):
     """A connection to a lophoc node that survives network drops.
 
     ``url`` is the WebSocket endpoint (``ws://host:port/ws``); ``room`` and
@@ -101,7 +109,14 @@ class Client:
     ``reconnect`` the client reconnects after a lost connection following
     ``backoff``. ``request_timeout`` and ``retries`` are the defaults of
     every command: each attempt waits that long for a reply, then sends the
-    command again with the same id.
+    command again with the same id. ``on_frame``, for debugging and tests,
+    is called with every frame received, undecoded; it must not block.
+
+    In a lesson room the client answers the server's round-trip probes by
+    itself; the lesson commands are methods (see
+    :class:`~client_sdk.lesson.LessonCommands`), and so are the server's
+    clock and waiting for a server time (see
+    :class:`~client_sdk.clock.ServerClock`).
 
     Events are kept until the application reads them, without bound: a
     client that joins rooms must read :meth:`events`, or its memory grows
@@ -126,6 +141,7 @@ class Client:
         ping_timeout: float | None = 20.0,
         max_frame_bytes: int = 4 * 2**20,
         proxy: str | Literal[True] | None = True,
+        on_frame: FrameHook | None = None,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must not be negative, got {retries}")
@@ -155,6 +171,7 @@ class Client:
             ping_timeout=ping_timeout,
             max_frame_bytes=max_frame_bytes,
             proxy=proxy,
+            on_frame=on_frame,
         )
 
         self._state = ConnectionState.IDLE
@@ -169,8 +186,6 @@ class Client:
         # Ids must be unique across all of a user's devices, not only this
         # client (docs/protocol.md, deduplication): 64 random bits.
         self._id_prefix = secrets.token_hex(8)
-        self._clock: ClockOffset | None = None
-        self._hello_offset_ms: float | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[tuple[int, str]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -206,11 +221,6 @@ class Client:
     def rooms(self) -> dict[str, tuple[str | None, int | None]]:
         """Each followed room with the epoch and last offset seen in it."""
         return {name: (c.epoch, c.offset) for name, c in self._rooms.items()}
-
-    @property
-    def clock(self) -> ClockOffset | None:
-        """The last :meth:`measure_clock` result, if any."""
-        return self._clock
 
     def next_id(self) -> str:
         """A command id no other command of this client has used."""
@@ -314,7 +324,12 @@ class Client:
             )
             self._events.put(Disconnected(code, reason, again))
             if not again:
-                self._finish(ConnectionLost(code, reason))
+                refused = not link.abandoned and code in REFUSAL_CODES
+                self._finish(
+                    ConnectionRefused(code, reason)
+                    if refused
+                    else ConnectionLost(code, reason)
+                )
                 return
             self._state = ConnectionState.RECONNECTING
             try:
@@ -403,8 +418,30 @@ class Client:
                 logger.warning(
                     "error from the server: %s %s", message.code, message.message
                 )
+        elif isinstance(message, Probe):
+            # The server times the round trip from this reply, and a quiz
+            # credits half of it to every answer: reply before anything else.
+            self._spawn(self._answer_probe(link, message))
+        elif isinstance(message, AnswerTally | AnswerResult | LessonSnapshot):
+            self._on_notice(message)
         else:
             logger.warning("unexpected %s frame", type(message).__name__)
+
+    async def _answer_probe(self, link: Link, probe: Probe) -> None:
+        # Not request(): the server never answers a probe_reply.
+        reply = ProbeReply(id=f"probe-{probe.nonce}", nonce=probe.nonce)
+        try:
+            await link.send(reply)
+        except (LinkLost, ClientError):
+            logger.debug("probe %s not answered: the link is gone", probe.nonce)
+
+    def _on_notice(self, notice: RoomNotice) -> None:
+        # Notices have no offset: they go straight to the stream, in the
+        # order they arrived, for the rooms the client follows.
+        if notice.room not in self._rooms:
+            logger.debug("dropped a notice of room %s, not joined", notice.room)
+            return
+        self._events.put(notice)
 
     def _on_joined(self, joined: Joined) -> None:
         cursor = self._rooms.get(joined.room)
@@ -482,7 +519,7 @@ class Client:
     @overload
     async def request(
         self,
-        command: Leave | Broadcast,
+        command: Leave | Broadcast | LessonRequest,
         *,
         timeout: float | None = ...,  # noqa: ASYNC109
         retries: int | None = ...,
@@ -513,8 +550,11 @@ class Client:
         again with the same id, up to ``retries`` more times, as it is after
         an ``unavailable``, ``internal`` or ``rate_limited`` error. Other
         errors raise :class:`CommandError`; running out of attempts raises
-        :class:`CommandTimeout`.
+        :class:`CommandTimeout`. A ``probe_reply``, which gets no reply, is
+        refused with ``ValueError``: the client sends those by itself.
         """
+        if isinstance(command, ProbeReply):
+            raise ValueError("probe_reply gets no reply; the client sends it itself")
         if not command.id:
             command = msgspec.structs.replace(command, id=self.next_id())
         timeout = self.request_timeout if timeout is None else timeout
@@ -658,42 +698,3 @@ class Client:
         """Ask for the server's time once."""
         command = Ping(id=self.next_id(), client_time=int(wall_ms()))
         return await self.request(command, timeout=timeout)
-
-    # Clock -------------------------------------------------------------------
-
-    async def measure_clock(
-        self,
-        samples: int = 5,
-        *,
-        spacing: float = 0.1,
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> ClockOffset:
-        """Estimate the server's clock offset from ``samples`` pings.
-
-        The result is kept for :meth:`server_now`; see
-        :func:`client_sdk.clock.measure` for the method.
-        """
-
-        async def ping(sent_ms: float) -> int:
-            command = Ping(id=self.next_id(), client_time=int(sent_ms))
-            return (await self.request(command, timeout=timeout)).server_time
-
-        self._clock = await measure(ping, samples, spacing)
-        logger.debug(
-            "clock offset %.1f ms (round trip %.1f ms)",
-            self._clock.offset_ms,
-            self._clock.rtt_ms,
-        )
-        return self._clock
-
-    def server_now(self) -> float:
-        """The server's clock now, in milliseconds.
-
-        Uses the last :meth:`measure_clock`; before the first one, the rough
-        estimate from ``hello``, which is off by the network's one-way delay.
-        """
-        if self._clock is not None:
-            return self._clock.server_now()
-        if self._hello_offset_ms is not None:
-            return wall_ms() + self._hello_offset_ms
-        raise ClientError("no clock estimate: the client never connected")

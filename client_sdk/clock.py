@@ -10,14 +10,29 @@ timestamps; a WebSocket server only gives us one).
 The sample with the shortest round trip is kept: the longer a round trip,
 the more room for the two directions to differ, and the error of the
 estimate is at most half the round trip.
+
+:class:`ServerClock` gives the client these as methods: measure the offset,
+read the server's clock, and sleep until a server time (how a client shows
+a question at its ``opens_at``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
+
+from .errors import ClientError
+from .protocol import Pong
+
+logger = logging.getLogger(__name__)
+
+#: The most times :meth:`ServerClock.wait_until` sleeps: once, plus a few
+#: more if the wall clock was stepped while it slept.
+MAX_WAKES: Final = 8
 
 
 def wall_ms() -> float:
@@ -97,3 +112,73 @@ async def measure(
         rtt = (time.perf_counter() - start) * 1000
         collected.append(ClockSample(sent, rtt, server_ms))
     return estimate(collected)
+
+
+class ServerClock:
+    """The server's clock as the client knows it; mixed into the client.
+
+    Before the first :meth:`measure_clock` the offset is the rough estimate
+    from ``hello``, which is off by the network's one-way delay.
+    """
+
+    _clock: ClockOffset | None = None
+    _hello_offset_ms: float | None = None
+
+    async def ping(self, *, timeout: float | None = None) -> Pong:  # noqa: ASYNC109
+        """Ask for the server's time once (the client implements this)."""
+        raise NotImplementedError
+
+    @property
+    def clock(self) -> ClockOffset | None:
+        """The last :meth:`measure_clock` result, if any."""
+        return self._clock
+
+    async def measure_clock(
+        self,
+        samples: int = 5,
+        *,
+        spacing: float = 0.1,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> ClockOffset:
+        """Estimate the server's clock offset from ``samples`` pings.
+
+        The result is kept for :meth:`server_now`; see :func:`measure` for
+        the method.
+        """
+
+        async def ping(sent_ms: float) -> int:
+            # The pong's client_time is informational: measure() keeps the
+            # send time and the round trip itself.
+            return (await self.ping(timeout=timeout)).server_time
+
+        self._clock = clock = await measure(ping, samples, spacing)
+        logger.debug(
+            "clock offset %.1f ms (round trip %.1f ms)", clock.offset_ms, clock.rtt_ms
+        )
+        return clock
+
+    def server_now(self) -> float:
+        """The server's clock now, in milliseconds.
+
+        Uses the last :meth:`measure_clock`; before the first one, the rough
+        estimate from ``hello``, which is off by the network's one-way delay.
+        """
+        if self._clock is not None:
+            return self._clock.server_now()
+        if self._hello_offset_ms is not None:
+            return wall_ms() + self._hello_offset_ms
+        raise ClientError("no clock estimate: the client never connected")
+
+    async def wait_until(self, server_time_ms: float) -> None:
+        """Sleep until the server's clock reads ``server_time_ms``.
+
+        Measure the clock once after connecting (:meth:`measure_clock`) for
+        this to be right within half a round trip. Returns at once for a
+        time already past; raises :class:`ClientError` if the client never
+        connected.
+        """
+        for _ in range(MAX_WAKES):
+            left = server_time_ms - self.server_now()
+            if left <= 0:
+                return
+            await asyncio.sleep(left / 1000)

@@ -48,10 +48,12 @@ class CommandError(ClientError):
 
 
 class ConnectionRefused(ClientError):
-    """The server closed the connection before ``hello`` with a 4xxx code.
+    """The server refused this client for good: it must not try again.
 
-    These refusals (a bad or expired token, a wrong room, a refused origin)
-    do not go away by trying again, so the client never retries them.
+    Either the server closed the connection before ``hello`` with a 4xxx
+    code (a bad or expired token, a wrong room, a refused origin), or it
+    closed an open connection with 4013 because a teacher removed this
+    person. Neither goes away by trying again, so the client never retries.
     """
 
     def __init__(self, code: int, reason: str) -> None:

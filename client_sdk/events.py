@@ -6,6 +6,13 @@ offset order, interleaved with the items below, which say what happened to
 the connection and to the client's view of each room. Their position in the
 stream is meaningful: a :class:`Resynced` comes before the first event of
 the room's new state, a :class:`Resumed` before the replayed events.
+
+The notices of a lesson room come in the same stream, where they arrived:
+:class:`~client_sdk.protocol.LessonSnapshot` right after a join that could
+not resume (so before the events that build on it),
+:class:`~client_sdk.protocol.AnswerTally` (teachers only) and
+:class:`~client_sdk.protocol.AnswerResult` (one student, after a reveal).
+They have no offset: they are not replayed after a reconnect.
 """
 
 from __future__ import annotations
@@ -17,7 +24,14 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from .errors import ClientClosed, ClientError, CommandError
-from .protocol import Hello, Joined, RoomEvent
+from .protocol import (
+    AnswerResult,
+    AnswerTally,
+    Hello,
+    Joined,
+    LessonSnapshot,
+    RoomEvent,
+)
 
 
 class ConnectionState(enum.Enum):
@@ -34,7 +48,9 @@ class ConnectionState(enum.Enum):
 class Disconnected:
     """The connection ended with ``code``; ``reconnecting`` says what comes next.
 
-    ``code`` is 1006 when the connection dropped without a close frame.
+    ``code`` is 1006 when the connection dropped without a close frame, and
+    4013 (``REMOVED``) when a teacher sent this person out of the room: the
+    client then does not reconnect, as after a refused handshake.
     """
 
     code: int
@@ -88,8 +104,17 @@ class RejoinFailed:
     error: CommandError
 
 
+#: Messages for some members of a room only, yielded as they arrive.
+RoomNotice: TypeAlias = AnswerTally | AnswerResult | LessonSnapshot
+
 ClientEvent: TypeAlias = (
-    RoomEvent | Disconnected | Reconnected | Resumed | Resynced | RejoinFailed
+    RoomEvent
+    | RoomNotice
+    | Disconnected
+    | Reconnected
+    | Resumed
+    | Resynced
+    | RejoinFailed
 )
 
 

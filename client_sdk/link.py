@@ -52,7 +52,7 @@ RECONNECT_CODES: Final = frozenset(
         CloseCode.RESYNC,
     }
 )
-#: Handshake refusals: the same token and room would be refused again.
+#: Refusals: the same token and room would be refused again.
 REFUSAL_CODES: Final = frozenset(
     {
         CloseCode.TOKEN_MISSING,
@@ -63,8 +63,15 @@ REFUSAL_CODES: Final = frozenset(
         CloseCode.ORIGIN_REFUSED,
         CloseCode.SUBPROTOCOL_UNSUPPORTED,
         CloseCode.ROOM_MISSING,
+        # Not a handshake refusal but as final: a teacher removed this
+        # person, and the room refuses them from now on.
+        CloseCode.REMOVED,
     }
 )
+
+
+#: Called with each frame received, before it is decoded.
+FrameHook = Callable[[bytes | str], None]
 
 
 class LinkLost(Exception):
@@ -83,6 +90,7 @@ class LinkOptions:
     ping_timeout: float | None = 20.0
     max_frame_bytes: int = 4 * 2**20
     proxy: str | Literal[True] | None = True
+    on_frame: FrameHook | None = None
 
 
 def close_of(exc: ConnectionClosed) -> tuple[int, str]:
@@ -90,6 +98,16 @@ def close_of(exc: ConnectionClosed) -> tuple[int, str]:
     if exc.rcvd is None:
         return ABNORMAL_CLOSURE, "connection dropped"
     return exc.rcvd.code, exc.rcvd.reason
+
+
+def _tap(hook: FrameHook | None, frame: bytes | str) -> None:
+    if hook is None:
+        return
+    try:
+        hook(frame)
+    except Exception:
+        # A debugging hook must not cost the connection.
+        logger.exception("the frame hook failed")
 
 
 async def open_link(options: LinkOptions) -> Link:
@@ -118,7 +136,8 @@ async def open_link(options: LinkOptions) -> Link:
         reason = str(exc) or type(exc).__name__
         raise ConnectFailed(options.safe_url, reason) from exc
     try:
-        return Link(ws, codec, await _receive_hello(ws, codec, options))
+        hello = await _receive_hello(ws, codec, options)
+        return Link(ws, codec, hello, options.on_frame)
     except BaseException:
         ws.transport.abort()
         raise
@@ -145,6 +164,7 @@ async def _receive_hello(
         ) from exc
     except TimeoutError as exc:
         raise ConnectFailed(options.safe_url, "no hello from the server") from exc
+    _tap(options.on_frame, frame)
 
     try:
         hello = codec.decode(frame)
@@ -167,7 +187,11 @@ class Link:
     """One open WebSocket, its ``hello``, and the commands awaiting a reply."""
 
     def __init__(
-        self, ws: ClientConnection, codec: Codec[ServerMessage], hello: Hello
+        self,
+        ws: ClientConnection,
+        codec: Codec[ServerMessage],
+        hello: Hello,
+        on_frame: FrameHook | None = None,
     ) -> None:
         self.ws = ws
         self.codec = codec
@@ -178,6 +202,7 @@ class Link:
         self._check = server_codec(codec.subprotocol)
         #: Set when the client itself closed this link to start over.
         self.abandoned = False
+        self._on_frame = on_frame
 
     async def send(self, command: ClientMessage) -> None:
         """Send one command; raise :class:`LinkLost` if the link is closed.
@@ -233,6 +258,7 @@ class Link:
         try:
             while True:
                 frame = await self.ws.recv()
+                _tap(self._on_frame, frame)
                 try:
                     message = self.codec.decode(frame)
                 except FrameError as exc:

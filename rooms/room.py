@@ -297,6 +297,10 @@ class Room:
     def _depart(self, user: str, reason: LeaveReason, at: int) -> None:
         member = self.members.pop(user, None)
         self.sessions.pop(user, None)
+        if member is None and reason is LeaveReason.REMOVED and user in self.away:
+            # Removing someone who had dropped out already: the roster and
+            # the report must say they were removed, not that they dropped.
+            member = self.away[user].member
         if member is not None:
             self.away[user] = AwayMember(member, reason, at)
         if reason is LeaveReason.REMOVED:
