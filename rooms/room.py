@@ -25,24 +25,66 @@ from client_sdk.protocol import (
     Answer,
     AnswerResult,
     AnswerTally,
+    AskQuestion,
     AwayMember,
     BroadcastEvent,
     ClassRoster,
+    CloseQuestion,
     Departure,
+    DrillEnded,
+    DrillStarted,
+    EndLesson,
     ErrorCode,
+    FloorGranted,
+    FloorReleased,
+    GrantFloor,
+    HandQueue,
     LeaveReason,
+    LowerHand,
     Member,
     MemberJoined,
     MemberLeft,
+    Mute,
+    MuteChanged,
     PresenceChanged,
+    RaiseHand,
     RemoveMember,
+    Reveal,
+    RevokeFloor,
     Role,
     RoomEvent,
     SchoolRoster,
+    SetQueuePolicy,
+    StartDrill,
+    StepActivity,
+    StopDrill,
+    TurnCommand,
 )
 
 from .errors import Refused
 from .lesson import AnswerRecord, HostAction, Lesson
+from .turns import Turns
+
+#: Command and event classes of turns, for dispatch with ``isinstance``.
+TURN_COMMANDS = (
+    RaiseHand,
+    LowerHand,
+    SetQueuePolicy,
+    GrantFloor,
+    RevokeFloor,
+    StartDrill,
+    StopDrill,
+    Mute,
+)
+TURN_EVENTS = (
+    HandQueue,
+    FloorGranted,
+    FloorReleased,
+    DrillStarted,
+    DrillEnded,
+    MuteChanged,
+)
+HOST_ACTIONS = (StepActivity, AskQuestion, CloseQuestion, Reveal, EndLesson)
 
 #: Roles that may send a broadcast to a whole room.
 BROADCAST_ROLES = frozenset({Role.TEACHER, Role.CO_TEACHER, Role.PROCTOR, Role.ADMIN})
@@ -81,7 +123,7 @@ class LessonAction(msgspec.Struct, tag=True, frozen=True):
     """
 
     actor: Member
-    command: HostAction | Answer | RemoveMember
+    command: HostAction | Answer | RemoveMember | TurnCommand
     received_at: int
     round_trip_ms: int = 0
 
@@ -126,6 +168,7 @@ class Room:
         self.epoch = epoch
         self.offset = offset
         self.lesson = lesson
+        self.turns = Turns() if lesson is not None else None
         self.members: dict[str, Member] = {}
         self.sessions: dict[str, set[str]] = {}
         self.away: dict[str, AwayMember] = {}
@@ -140,14 +183,19 @@ class Room:
         if isinstance(command, SendBroadcast):
             return self._decide_broadcast(command, now)
         if isinstance(command, Tick):
-            if self.lesson is None:
+            if self.lesson is None or self.turns is None:
                 return Decision()
-            return Decision(events=self._number(self.lesson.tick(now).events, now))
+            events: list[RoomEvent] = [*self.lesson.tick(now).events]
+            events += self.turns.tick(now, self.members)
+            return Decision(events=self._number(events, now))
         return self._decide_lesson(command, now)
 
     def due(self) -> int | None:
         """The server time at which the writer must send a :class:`Tick`."""
-        return self.lesson.due() if self.lesson is not None else None
+        if self.lesson is None or self.turns is None:
+            return None
+        times = [t for t in (self.lesson.due(), self.turns.due()) if t is not None]
+        return min(times, default=None)
 
     def present_students(self) -> int:
         """Students and classroom devices present now."""
@@ -189,6 +237,18 @@ class Room:
                 action.actor, command, action.received_at, action.round_trip_ms
             )
             return Decision(record=outcome.record, duplicate=outcome.duplicate)
+        if isinstance(command, TURN_COMMANDS) and self.turns is not None:
+            turn_events = self.turns.decide(
+                action.actor,
+                command,
+                now,
+                self.members,
+                lesson.is_host(action.actor),
+                lesson.may_moderate,
+            )
+            return Decision(events=self._number(turn_events, now))
+        if not isinstance(command, HOST_ACTIONS):
+            raise Refused(ErrorCode.UNKNOWN_TYPE, "not a lesson command", "type")
         outcome = lesson.decide_host(action.actor, command, now)
         results = [
             (user, msgspec.structs.replace(result, room=self.id))
@@ -227,7 +287,12 @@ class Room:
             reason=LeaveReason.REMOVED,
         )
         detach = [(target.user, s) for s in self.sessions.get(target.user, set())]
-        return Decision(events=[event], detach=detach, remove=target.user)
+        events: list[RoomEvent] = [event]
+        if self.turns is not None:
+            events += self.turns.on_departure(target.user, now)
+        return Decision(
+            events=self._number(events, now), detach=detach, remove=target.user
+        )
 
     def apply(self, decision: Decision) -> None:
         """Make ``decision`` part of the state, once the store holds its events."""
@@ -254,6 +319,9 @@ class Room:
                 self._arrive(member)
             for departure in event.left:
                 self._depart(departure.user, departure.reason, event.at)
+        elif isinstance(event, TURN_EVENTS):
+            if self.turns is not None:
+                self.turns.replay(event)
         elif self.lesson is not None:
             self.lesson.replay(event)
         self.offset = event.offset
@@ -373,6 +441,9 @@ class Room:
                     reason=command.reason,
                 )
             )
+            if self.turns is not None:
+                turn_events = self.turns.on_departure(user, now)
+                decision.events = self._number([*decision.events, *turn_events], now)
         return decision
 
     def _decide_broadcast(self, command: SendBroadcast, now: int) -> Decision:

@@ -45,6 +45,7 @@ from client_sdk.protocol import (
     Probe,
     ProbeReply,
     Role,
+    TurnCommand,
 )
 from rooms.errors import BackendError, Refused
 from rooms.feed import EncodedEvent, EncodedNotice
@@ -393,7 +394,7 @@ class Session:
         else:
             await self._lesson(command)
 
-    async def _lesson(self, command: LessonCommand) -> None:
+    async def _lesson(self, command: LessonCommand | TurnCommand) -> None:
         room = command.room
         if room not in self._rooms:
             raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")

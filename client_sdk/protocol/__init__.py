@@ -29,6 +29,23 @@ from .core import (
     PresenceChanged,
 )
 from .lesson import *  # noqa: F403
+from .turns import *  # noqa: F403
+from .turns import (
+    DrillEnded,
+    DrillStarted,
+    FloorGranted,
+    FloorReleased,
+    GrantFloor,
+    HandQueue,
+    LowerHand,
+    Mute,
+    MuteChanged,
+    RaiseHand,
+    RevokeFloor,
+    SetQueuePolicy,
+    StartDrill,
+    StopDrill,
+)
 from .lesson import (
     ActivityChanged,
     Answer,
@@ -62,6 +79,14 @@ ClientMessage: TypeAlias = (
     | EndLesson
     | RemoveMember
     | ProbeReply
+    | RaiseHand
+    | LowerHand
+    | SetQueuePolicy
+    | GrantFloor
+    | RevokeFloor
+    | StartDrill
+    | StopDrill
+    | Mute
 )
 RoomEvent: TypeAlias = (
     MemberJoined
@@ -73,6 +98,12 @@ RoomEvent: TypeAlias = (
     | QuestionClosed
     | QuestionRevealed
     | LessonEnded
+    | HandQueue
+    | FloorGranted
+    | FloorReleased
+    | DrillStarted
+    | DrillEnded
+    | MuteChanged
 )
 ServerMessage: TypeAlias = (
     Hello
