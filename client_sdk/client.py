@@ -92,6 +92,7 @@ from .protocol import (
     RoomEvent,
     ServerMessage,
 )
+from .turns import TurnCommands
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ RETRYABLE_ERRORS: Final = frozenset(
 )
 
 
-class Client(LessonCommands, ServerClock):
+class Client(LessonCommands, TurnCommands, ServerClock):
     """A connection to a lophoc node that survives network drops.
 
     ``url`` is the WebSocket endpoint (``ws://host:port/ws``); ``room`` and

@@ -32,9 +32,10 @@ from .protocol import (
     RemoveMember,
     Reveal,
     StepActivity,
+    TurnCommand,
 )
 
-#: The lesson commands the server answers with an ``ack``.
+#: The lesson and turn commands the server answers with an ``ack``.
 LessonRequest: TypeAlias = (
     StepActivity
     | AskQuestion
@@ -43,6 +44,7 @@ LessonRequest: TypeAlias = (
     | Reveal
     | EndLesson
     | RemoveMember
+    | TurnCommand
 )
 
 

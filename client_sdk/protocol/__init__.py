@@ -29,23 +29,6 @@ from .core import (
     PresenceChanged,
 )
 from .lesson import *  # noqa: F403
-from .turns import *  # noqa: F403
-from .turns import (
-    DrillEnded,
-    DrillStarted,
-    FloorGranted,
-    FloorReleased,
-    GrantFloor,
-    HandQueue,
-    LowerHand,
-    Mute,
-    MuteChanged,
-    RaiseHand,
-    RevokeFloor,
-    SetQueuePolicy,
-    StartDrill,
-    StopDrill,
-)
 from .lesson import (
     ActivityChanged,
     Answer,
@@ -64,6 +47,23 @@ from .lesson import (
     RemoveMember,
     Reveal,
     StepActivity,
+)
+from .turns import *  # noqa: F403
+from .turns import (
+    DrillEnded,
+    DrillStarted,
+    FloorGranted,
+    FloorReleased,
+    GrantFloor,
+    HandQueue,
+    LowerHand,
+    Mute,
+    MuteChanged,
+    RaiseHand,
+    RevokeFloor,
+    SetQueuePolicy,
+    StartDrill,
+    StopDrill,
 )
 
 ClientMessage: TypeAlias = (
