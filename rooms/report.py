@@ -71,6 +71,16 @@ class StudentReport(msgspec.Struct, frozen=True):
     answers: list[StudentAnswer] = msgspec.field(default_factory=list)
 
 
+class SpeakingRow(msgspec.Struct, frozen=True):
+    """How often and how long one student (or a school) held the floor."""
+
+    school: str
+    turns: int
+    spoke_ms: int
+    user: str | None = None
+    name: str | None = None
+
+
 class LessonReport(msgspec.Struct, frozen=True):
     """Everything a teacher or an official reads after a lesson."""
 
@@ -81,6 +91,8 @@ class LessonReport(msgspec.Struct, frozen=True):
     attendance: list[AttendanceRow]
     questions: list[QuestionReport]
     students: list[StudentReport]
+    speaking: list[SpeakingRow] = msgspec.field(default_factory=list)
+    speaking_by_school: list[SpeakingRow] = msgspec.field(default_factory=list)
 
 
 def build_report(room: Room) -> LessonReport:
@@ -96,6 +108,42 @@ def build_report(room: Room) -> LessonReport:
         attendance=_attendance(room),
         questions=_questions(lesson),
         students=_students(lesson),
+        speaking=_speaking(room),
+        speaking_by_school=_speaking_by_school(room),
+    )
+
+
+def _speaking(room: Room) -> list[SpeakingRow]:
+    turns = room.turns
+    if turns is None:
+        return []
+    people = {m.user: m for m in room.members.values()}
+    people.update({a.member.user: a.member for a in room.away.values()})
+    rows = []
+    for user, count in turns.user_turns.items():
+        member = people.get(user)
+        rows.append(
+            SpeakingRow(
+                school=member.school if member else "",
+                turns=count,
+                spoke_ms=turns.spoken_ms[user],
+                user=user,
+                name=member.name if member else user,
+            )
+        )
+    return sorted(rows, key=lambda r: (-r.spoke_ms, r.name or "", r.user or ""))
+
+
+def _speaking_by_school(room: Room) -> list[SpeakingRow]:
+    turns = room.turns
+    if turns is None:
+        return []
+    return sorted(
+        (
+            SpeakingRow(school=school, turns=count, spoke_ms=turns.school_ms[school])
+            for school, count in turns.school_turns.items()
+        ),
+        key=lambda r: (-r.spoke_ms, r.school),
     )
 
 

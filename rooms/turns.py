@@ -69,6 +69,7 @@ class Turns:
     spoken_ms: Counter[str] = field(default_factory=Counter)
     school_ms: Counter[str] = field(default_factory=Counter)
     school_turns: Counter[str] = field(default_factory=Counter)
+    user_turns: Counter[str] = field(default_factory=Counter)
 
     # Reading ---------------------------------------------------------------
 
@@ -382,6 +383,7 @@ class Turns:
         elif isinstance(event, FloorGranted):
             self.floor = event.turn
             self.school_turns[event.turn.school] += 1
+            self.user_turns[event.turn.user] += 1
             drill = self.drill
             if drill is not None:
                 if event.turn.user in drill.waiting:

@@ -269,3 +269,25 @@ def test_replay_rebuilds_queue_floor_and_times(room: Room) -> None:
     assert rebuilt.turns.queue() == room.turns.queue()
     assert rebuilt.turns.floor == room.turns.floor
     assert rebuilt.turns.spoken_ms == room.turns.spoken_ms == {"a1": 5000}
+
+
+def test_report_counts_speaking_time_by_student_and_school(room: Room) -> None:
+    """The lesson report lists turns and time spoken per student and school."""
+    from rooms.report import build_report
+
+    act(room, HOST, GrantFloor(id="g1", room="r", user="a1"), T0)
+    act(room, HOST, GrantFloor(id="g2", room="r", user="b1"), T0 + 4000)
+    act(room, HOST, GrantFloor(id="g3", room="r", user="a2"), T0 + 10_000)
+    act(room, HOST, RevokeFloor(id="r", room="r"), T0 + 11_000)
+
+    report = build_report(room)
+
+    assert [(r.user, r.turns, r.spoke_ms) for r in report.speaking] == [
+        ("b1", 1, 6000),
+        ("a1", 1, 4000),
+        ("a2", 1, 1000),
+    ]
+    assert [(r.school, r.turns, r.spoke_ms) for r in report.speaking_by_school] == [
+        ("B", 1, 6000),
+        ("A", 2, 5000),
+    ]
