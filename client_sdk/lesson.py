@@ -29,6 +29,7 @@ from .protocol import (
     AskQuestion,
     CloseQuestion,
     EndLesson,
+    LessonCommand,
     RemoveMember,
     Reveal,
     StepActivity,
@@ -36,16 +37,7 @@ from .protocol import (
 )
 
 #: The lesson and turn commands the server answers with an ``ack``.
-LessonRequest: TypeAlias = (
-    StepActivity
-    | AskQuestion
-    | Answer
-    | CloseQuestion
-    | Reveal
-    | EndLesson
-    | RemoveMember
-    | TurnCommand
-)
+LessonRequest: TypeAlias = LessonCommand | TurnCommand
 
 
 class _Requester(Protocol):

@@ -211,19 +211,13 @@ class RoomWriter:
 
             if decision.record is not None:
                 waiter = self._take_answer(decision)
-            elif self._batchable(command, decision):
-                self._gather_presence(decision)
-                if isinstance(command, JoinRoom):
-                    return JoinReply(
-                        self.room.epoch,
-                        self.room.offset,
-                        self.room.roster(),
-                        self.lesson_view(),
-                    )
-                return AppendReply()
             else:
-                reply = await self._commit(decision)
-                self._after(decision)
+                if self._batchable(command, decision):
+                    self._gather_presence(decision)
+                    reply = AppendReply()
+                else:
+                    reply = await self._commit(decision)
+                    self._after(decision)
                 if isinstance(command, JoinRoom):
                     return JoinReply(
                         self.room.epoch,
