@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -226,6 +227,11 @@ def create_app(settings: Settings) -> Starlette:
         await broker.connect()
         hub = Hub(broker, store, node=settings.node or None, lease_ms=settings.lease_ms)
         await hub.start()
+        # Everything allocated at startup lives as long as the process: out of
+        # the collector's sight, a full collection under load (a quiz burst)
+        # walks only what the connections made, which shortens its pauses.
+        gc.collect()
+        gc.freeze()
         node = Node(settings, broker, store, hub)
         app.state.node = node
         app.state.registry = metrics.registry_for(
