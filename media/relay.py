@@ -1,0 +1,520 @@
+"""A room's media: one peer connection per participant, speakers forwarded.
+
+:class:`MediaRoom` answers each participant's SDP offer with an aiortc peer
+connection of the server's own, and forwards the current speakers' Opus
+packets (:mod:`media.forward`) to everyone else. Signaling is the caller's
+job: offers, answers and candidates come in and go out as plain strings.
+
+How a client lays out its offer:
+
+- its first audio m-line that sends is its microphone; other sending audio
+  m-lines are refused (answered without receiving);
+- each audio m-line that receives is a *slot*: one speaker at a time is
+  heard on it. A client that wants to hear the teacher and the floor holder
+  at once offers two receiving audio m-lines;
+- video m-lines are answered inactive, data channels are left to aiortc.
+
+Who is forwarded is enforced here, on the server: :meth:`MediaRoom.set_speakers`
+takes the speakers in order of priority (:func:`media.floor.speakers` reads
+them from a lesson's turns); each listener's slots carry the
+first of them (never the listener themself) and a speaker keeps their slot
+while they stay in the set. Anyone else's packets are not forwarded, whatever
+their client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import enum
+import logging
+import pathlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc import exceptions as rtc_errors
+from aiortc import sdp as rtc_sdp
+
+from .activity import VoiceActivity
+from .errors import (
+    BadCandidate,
+    BadOffer,
+    RecordingError,
+    RoomClosed,
+    UnknownParticipant,
+)
+from .forward import ForwardTrack, InboundAudio
+from .ice import IceServer, rtc_configuration
+from .recorder import OggOpusWriter, RecordingInfo, RecordingKind
+from .worker import SpeakerWorker
+
+logger = logging.getLogger(__name__)
+
+# What aiortc raises for a description it cannot apply. Its SDP parser also
+# checks with ``assert``, so AssertionError means "malformed" there.
+_SDP_ERRORS = (
+    ValueError,
+    AssertionError,
+    IndexError,
+    KeyError,
+    rtc_errors.InternalError,
+    rtc_errors.InvalidAccessError,
+    rtc_errors.InvalidStateError,
+    rtc_errors.OperationError,
+)
+
+#: Directions in which the offerer sends, and in which it receives (RFC 8866
+#: section 6.7; without an attribute, sendrecv is assumed).
+_SENDS = ("sendrecv", "sendonly", None)
+_RECEIVES = ("sendrecv", "recvonly", None)
+
+
+class PeerState(enum.StrEnum):
+    """The state of a participant's peer connection (W3C RTCPeerConnectionState)."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+StateListener = Callable[[str, PeerState], None]
+
+
+@dataclass(slots=True)
+class _Participant:
+    id: str
+    pc: RTCPeerConnection
+    inbound: InboundAudio | None
+    slots: list[ForwardTrack]
+    worker: SpeakerWorker | None = None
+    recording: bool = False
+    state: PeerState = PeerState.NEW
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One audio m-line of an offer, as the answer will treat it."""
+
+    slot: bool
+    microphone: bool
+    opus: int | None
+
+
+@dataclass(slots=True)
+class _Plan:
+    audio: list[_Line] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+
+def _opus() -> RTCRtpCodecCapability:
+    for codec in RTCRtpSender.getCapabilities("audio").codecs:
+        if codec.mimeType.lower() == "audio/opus":
+            return codec
+    raise BadOffer("this aiortc build has no Opus")  # pragma: no cover
+
+
+def _plan(offer: str) -> _Plan:
+    """Read what each m-line of ``offer`` asks for."""
+    try:
+        description = rtc_sdp.SessionDescription.parse(offer)
+    except _SDP_ERRORS as exc:
+        raise BadOffer("offer is not valid SDP") from exc
+    plan = _Plan()
+    microphone = False
+    for media in description.media:
+        plan.kinds.append(media.kind)
+        if media.kind != "audio":
+            continue
+        opus = next(
+            (
+                c.payloadType
+                for c in media.rtp.codecs
+                if c.mimeType.lower() == "audio/opus"
+            ),
+            None,
+        )
+        sends = media.direction in _SENDS and opus is not None and not microphone
+        microphone = microphone or sends
+        plan.audio.append(
+            _Line(
+                slot=media.direction in _RECEIVES and opus is not None,
+                microphone=sends,
+                opus=opus,
+            )
+        )
+    if not any(line.slot or line.microphone for line in plan.audio):
+        raise BadOffer("offer has no Opus audio to send or receive", plan.kinds)
+    return plan
+
+
+def _direction(send: bool, receive: bool) -> str:
+    if send and receive:
+        return "sendrecv"
+    if send:
+        return "sendonly"
+    return "recvonly" if receive else "inactive"
+
+
+class MediaRoom:
+    """The media of one room on its owner node.
+
+    ``on_state`` hears every change of a participant's connection state;
+    on ``failed`` the caller should ask the client for a new offer (an ICE
+    restart is a new connection here).
+    """
+
+    def __init__(
+        self,
+        room: str,
+        *,
+        ice_servers: Iterable[IceServer] = (),
+        on_state: StateListener | None = None,
+    ) -> None:
+        self.room = room
+        self._ice_servers = tuple(ice_servers)
+        self._on_state = on_state
+        self._participants: dict[str, _Participant] = {}
+        self._speakers: tuple[str, ...] = ()
+        # Serialises changes of membership, workers and recordings; SDP
+        # negotiation happens outside it so joins do not wait on each other.
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    # Reading ---------------------------------------------------------------
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        """The participants with a peer connection, in order of arrival."""
+        return tuple(self._participants)
+
+    @property
+    def speakers(self) -> tuple[str, ...]:
+        """The speakers, in the order given to :meth:`set_speakers`."""
+        return self._speakers
+
+    def state(self, participant: str) -> PeerState:
+        """The connection state of a participant's peer."""
+        return self._get(participant).state
+
+    def forwarding(self, listener: str) -> tuple[str | None, ...]:
+        """Whom each of a listener's slots carries now (None: nobody)."""
+        return tuple(
+            slot.source.participant if slot.source else None
+            for slot in self._get(listener).slots
+        )
+
+    def activity(self, participant: str) -> VoiceActivity | None:
+        """Voice activity of a speaker or recorded participant, else None."""
+        worker = self._get(participant).worker
+        return worker.activity if worker else None
+
+    # Signaling -------------------------------------------------------------
+
+    async def answer(self, participant: str, offer: str) -> str:
+        """Answer a participant's SDP offer; returns the SDP answer.
+
+        The answer carries all of the server's candidates (aiortc gathers
+        before answering), so the client needs no trickled candidates from
+        the server. A participant who offers again gets a new connection:
+        the old one is closed, ending a recording in progress.
+        """
+        self._check_open()
+        plan = _plan(offer)
+        pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
+        joined = _Participant(participant, pc, None, [])
+        # Before negotiating: aiortc starts connecting inside
+        # setLocalDescription, and its first state change must not be missed.
+        pc.on("connectionstatechange", lambda: self._state_changed(joined))
+        try:
+            joined.slots, microphone = self._prepare(pc, participant, plan)
+            await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            if microphone is not None:
+                transceiver, payload_type = microphone
+                joined.inbound = InboundAudio(
+                    participant, transceiver.receiver, payload_type
+                )
+            await pc.setLocalDescription(await pc.createAnswer())
+        except _SDP_ERRORS as exc:
+            await pc.close()
+            raise BadOffer("offer cannot be answered", participant) from exc
+        except BaseException:
+            await pc.close()
+            raise
+
+        async with self._lock:
+            if self._closed:
+                await pc.close()
+                raise RoomClosed("media room closed", self.room)
+            previous = self._participants.pop(participant, None)
+            self._participants[participant] = joined
+            if joined.state is not PeerState.NEW:
+                self._report(joined)
+            self._route()
+            if previous is not None:
+                logger.info("%s: %s offered again", self.room, participant)
+                await self._drop(previous)
+            await self._reconcile()
+        logger.info(
+            "%s: %s joined media with %d slots%s",
+            self.room,
+            participant,
+            len(joined.slots),
+            " and a microphone" if joined.inbound else "",
+        )
+        return pc.localDescription.sdp
+
+    async def add_candidate(
+        self,
+        participant: str,
+        candidate: str | None,
+        sdp_mid: str | None = None,
+        sdp_mline_index: int | None = None,
+    ) -> None:
+        """Add a candidate the client trickled; None or "" ends its candidates.
+
+        ``candidate`` is the attribute value of RFC 8839 section 5.1, with or
+        without its ``candidate:`` prefix, as browsers hand it out.
+        """
+        pc = self._get(participant).pc
+        if not candidate:
+            await pc.addIceCandidate(None)
+            return
+        try:
+            parsed = rtc_sdp.candidate_from_sdp(candidate.removeprefix("candidate:"))
+        except _SDP_ERRORS as exc:
+            raise BadCandidate("ICE candidate does not parse", candidate) from exc
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = sdp_mline_index
+        if sdp_mid is None and sdp_mline_index is None:
+            parsed.sdpMLineIndex = 0
+        await pc.addIceCandidate(parsed)
+
+    # Speakers and recordings -------------------------------------------------
+
+    async def set_speakers(self, speakers: Iterable[str]) -> None:
+        """Forward these participants, first ones first, to everyone else.
+
+        Forwarding switches before this returns: the next packet of each
+        listener's slot comes from the new speaker. Workers (voice activity)
+        of speakers who came or went are started or stopped after.
+        """
+        self._check_open()
+        self._speakers = tuple(dict.fromkeys(speakers))
+        self._route()
+        async with self._lock:
+            await self._reconcile()
+
+    async def start_recording(
+        self,
+        participant: str,
+        path: pathlib.Path,
+        *,
+        kind: RecordingKind = RecordingKind.TURN,
+        prompt: str | None = None,
+    ) -> None:
+        """Record a participant's audio to ``path`` until :meth:`stop_recording`."""
+        self._check_open()
+        async with self._lock:
+            joined = self._get(participant)
+            if joined.inbound is None:
+                raise RecordingError("participant sends no audio", participant)
+            if joined.recording:
+                raise RecordingError("already recording", participant)
+            joined.recording = True
+            await self._reconcile()
+            worker = joined.worker
+            if worker is None:  # pragma: no cover - _reconcile just made it
+                raise RecordingError("no worker", participant)
+            writer = OggOpusWriter(
+                path,
+                room=self.room,
+                participant=participant,
+                kind=kind,
+                prompt=prompt,
+                started=time.monotonic(),
+                started_at=_utcnow(),
+            )
+            try:
+                await worker.begin_recording(writer)
+            except BaseException:
+                joined.recording = False
+                await self._reconcile()
+                raise
+        logger.info("%s: recording %s (%s)", self.room, participant, kind)
+
+    async def stop_recording(self, participant: str) -> RecordingInfo:
+        """Finish a participant's recording; returns what was recorded."""
+        async with self._lock:
+            joined = self._get(participant)
+            if not joined.recording or joined.worker is None:
+                raise RecordingError("not recording", participant)
+            try:
+                return await joined.worker.end_recording()
+            finally:
+                joined.recording = False
+                await self._reconcile()
+
+    # Leaving ---------------------------------------------------------------
+
+    async def remove(self, participant: str) -> RecordingInfo | None:
+        """Close a participant's connection; returns a recording it cut short."""
+        async with self._lock:
+            leaving = self._participants.pop(participant, None)
+            if leaving is None:
+                raise UnknownParticipant(participant)
+            self._route()
+            info = await self._drop(leaving)
+        logger.info("%s: %s left media", self.room, participant)
+        return info
+
+    async def close(self) -> None:
+        """Close every connection, finishing recordings; idempotent."""
+        async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            leaving = list(self._participants.values())
+            self._participants.clear()
+            self._speakers = ()
+            results = await asyncio.gather(
+                *(self._drop(p) for p in leaving), return_exceptions=True
+            )
+        for left, result in zip(leaving, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error(
+                    "%s: closing %s failed", self.room, left.id, exc_info=result
+                )
+        logger.info("%s: media closed, %d connections", self.room, len(leaving))
+
+    # Internals -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RoomClosed("media room closed", self.room)
+
+    def _get(self, participant: str) -> _Participant:
+        try:
+            return self._participants[participant]
+        except KeyError:
+            raise UnknownParticipant(participant) from None
+
+    def _prepare(
+        self, pc: RTCPeerConnection, participant: str, plan: _Plan
+    ) -> tuple[list[ForwardTrack], tuple[RTCRtpTransceiver, int] | None]:
+        """Transceivers matching the offer's m-lines, in their order.
+
+        aiortc gives each m-line of a remote offer the first transceiver of
+        its kind not yet bound to one, so creating them beforehand lets the
+        server choose direction, track and codecs per m-line. Restricting
+        the audio codecs to Opus makes the forwarded packets decodable by
+        every listener.
+        """
+        opus = _opus()
+        slots: list[ForwardTrack] = []
+        microphone = None
+        lines = iter(plan.audio)
+        for kind in plan.kinds:
+            if kind == "video":
+                pc.addTransceiver("video", direction="inactive")
+                continue
+            if kind != "audio":
+                continue
+            line = next(lines)
+            direction = _direction(send=line.slot, receive=line.microphone)
+            if line.slot:
+                track = ForwardTrack(participant, len(slots))
+                slots.append(track)
+                transceiver = pc.addTransceiver(track, direction=direction)
+            else:
+                transceiver = pc.addTransceiver("audio", direction=direction)
+            if line.opus is not None:
+                transceiver.setCodecPreferences([opus])
+            if line.microphone and line.opus is not None:
+                microphone = (transceiver, line.opus)
+        return slots, microphone
+
+    def _route(self) -> None:
+        """Point every listener's slots at the speakers they should hear."""
+        sources = [
+            joined.inbound
+            for speaker in self._speakers
+            if (joined := self._participants.get(speaker)) is not None
+            and joined.inbound is not None
+        ]
+        for listener in self._participants.values():
+            wanted = [s for s in sources if s.participant != listener.id]
+            wanted = wanted[: len(listener.slots)]
+            kept = {id(slot.source) for slot in listener.slots if slot.source in wanted}
+            newcomers = [s for s in wanted if id(s) not in kept]
+            for slot in listener.slots:
+                if slot.source is None or slot.source not in wanted:
+                    slot.assign(newcomers.pop(0) if newcomers else None)
+
+    async def _reconcile(self) -> None:
+        """Give a worker to each speaker and recorded participant, and only them."""
+        speakers = set(self._speakers)
+        for joined in list(self._participants.values()):
+            needs = joined.inbound is not None and (
+                joined.recording or joined.id in speakers
+            )
+            if needs and joined.worker is None and joined.inbound is not None:
+                worker = SpeakerWorker(joined.id)
+                worker.start()
+                joined.worker = worker
+                joined.inbound.sink = worker.feed
+            elif not needs and joined.worker is not None:
+                worker, joined.worker = joined.worker, None
+                if joined.inbound is not None:
+                    joined.inbound.sink = None
+                await worker.stop()
+
+    async def _drop(self, leaving: _Participant) -> RecordingInfo | None:
+        """Stop a participant's tracks, worker and connection."""
+        for slot in leaving.slots:
+            slot.stop()
+        info = None
+        if leaving.inbound is not None:
+            leaving.inbound.outlets.clear()
+            leaving.inbound.sink = None
+        if leaving.worker is not None:
+            worker, leaving.worker = leaving.worker, None
+            info = await worker.stop()
+        await leaving.pc.close()
+        return info
+
+    def _state_changed(self, joined: _Participant) -> None:
+        joined.state = PeerState(joined.pc.connectionState)
+        # A connection still negotiating, replaced or removed is not the one
+        # the caller knows; answer() reports where a new one got to.
+        if self._participants.get(joined.id) is joined:
+            self._report(joined)
+
+    def _report(self, joined: _Participant) -> None:
+        state = joined.state
+        if state is PeerState.FAILED:
+            logger.warning("%s: %s connection failed", self.room, joined.id)
+        else:
+            logger.debug("%s: %s connection %s", self.room, joined.id, state)
+        if self._on_state is None:
+            return
+        try:
+            self._on_state(joined.id, state)
+        except Exception:
+            # aiortc's event emitter would turn this into an "error" event
+            # nobody listens to; the connection itself is fine.
+            logger.exception("%s: state listener failed", self.room)
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)

@@ -1,0 +1,1 @@
+"""Tests of the media layer: forwarding, recording, voice activity."""
