@@ -85,6 +85,8 @@ from .protocol import (
     Joined,
     Leave,
     LessonSnapshot,
+    MediaAnswer,
+    MediaOffer,
     Ping,
     Pong,
     Probe,
@@ -411,7 +413,7 @@ class Client(LessonCommands, TurnCommands, ServerClock):
         elif isinstance(message, Joined):
             self._on_joined(message)
             link.resolve(message.id, message)
-        elif isinstance(message, Ack | Pong):
+        elif isinstance(message, Ack | Pong | MediaAnswer):
             if not link.resolve(message.id, message):
                 logger.debug("reply to %s came after its command gave up", message.id)
         elif isinstance(message, Error):
@@ -535,13 +537,22 @@ class Client(LessonCommands, TurnCommands, ServerClock):
         retries: int | None = ...,
     ) -> Pong: ...
 
+    @overload
+    async def request(
+        self,
+        command: MediaOffer,
+        *,
+        timeout: float | None = ...,  # noqa: ASYNC109
+        retries: int | None = ...,
+    ) -> MediaAnswer: ...
+
     async def request(
         self,
         command: ClientMessage,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
         retries: int | None = None,
-    ) -> Ack | Joined | Pong:
+    ) -> Ack | Joined | Pong | MediaAnswer:
         """Send ``command`` and return the server's reply.
 
         An empty ``id`` is replaced with :meth:`next_id`. Each attempt waits
@@ -591,7 +602,7 @@ class Client(LessonCommands, TurnCommands, ServerClock):
 
     async def _exchange(
         self, link: Link, command: ClientMessage, limit: float
-    ) -> Ack | Joined | Pong:
+    ) -> Ack | Joined | Pong | MediaAnswer:
         future = link.expect(command.id)
         try:
             await link.send(command)
@@ -601,12 +612,13 @@ class Client(LessonCommands, TurnCommands, ServerClock):
             link.forget(command.id, future)
         if isinstance(reply, Error):
             raise CommandError(reply.code, reply.message, reply.field, command.id)
+        expected: type[Ack | Joined | Pong | MediaAnswer] = Ack
         if isinstance(command, Join):
-            expected: type[Ack | Joined | Pong] = Joined
+            expected = Joined
         elif isinstance(command, Ping):
             expected = Pong
-        else:
-            expected = Ack
+        elif isinstance(command, MediaOffer):
+            expected = MediaAnswer
         if not isinstance(reply, expected):
             raise ProtocolViolation(
                 f"command {command.id!r} got {type(reply).__name__}, "

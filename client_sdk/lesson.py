@@ -30,14 +30,16 @@ from .protocol import (
     CloseQuestion,
     EndLesson,
     LessonCommand,
+    MediaCandidate,
+    MediaLeave,
     RemoveMember,
     Reveal,
     StepActivity,
     TurnCommand,
 )
 
-#: The lesson and turn commands the server answers with an ``ack``.
-LessonRequest: TypeAlias = LessonCommand | TurnCommand
+#: The lesson, turn and media commands the server answers with an ``ack``.
+LessonRequest: TypeAlias = LessonCommand | TurnCommand | MediaCandidate | MediaLeave
 
 
 class _Requester(Protocol):

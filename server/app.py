@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import gc
 import logging
+import pathlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,6 +28,7 @@ from starlette.websockets import WebSocket
 
 from client_sdk.codec import server_codec
 from client_sdk.protocol import MSGPACK_SUBPROTOCOL, SUBPROTOCOLS, CloseCode
+from media.ice import IceServer
 from rooms.backends import open_broker, open_store
 from rooms.broker import Broker
 from rooms.errors import BackendError
@@ -34,6 +37,7 @@ from rooms.store import Store
 
 from . import api, metrics
 from .auth import TokenRefused, verify
+from .media_hub import MediaHub
 from .session import Session
 from .settings import Settings
 
@@ -50,6 +54,7 @@ class Node:
     broker: Broker
     store: Store
     hub: Hub
+    media: MediaHub
     stats: metrics.Stats = field(default_factory=metrics.Stats)
     sessions: set[Session] = field(default_factory=set)
 
@@ -161,6 +166,7 @@ async def websocket_endpoint(websocket: WebSocket, asgi_send: Send) -> None:
         settings,
         node.stats,
         asgi_send,
+        node.media,
     )
     node.stats.connections += 1
     node.stats.connections_total += 1
@@ -230,9 +236,17 @@ def create_app(settings: Settings) -> Starlette:
         # Everything allocated at startup lives as long as the process: out of
         # the collector's sight, a full collection under load (a quiz burst)
         # walks only what the connections made, which shortens its pauses.
+        media = MediaHub(
+            hub,
+            [
+                IceServer.from_config(msgspec.to_builtins(s))
+                for s in settings.ice_servers
+            ],
+            pathlib.Path(settings.recordings_dir or data_dir / "recordings"),
+        )
         gc.collect()
         gc.freeze()
-        node = Node(settings, broker, store, hub)
+        node = Node(settings, broker, store, hub, media)
         app.state.node = node
         app.state.registry = metrics.registry_for(
             node.stats, lambda: (hub.rooms_owned, hub.rooms_followed)
@@ -248,6 +262,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             for session in list(node.sessions):
                 session.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+            await media.close()
             await hub.close()
             await broker.close()
             await store.close()

@@ -39,6 +39,10 @@ from client_sdk.protocol import (
     LessonCommand,
     LessonSnapshot,
     Limits,
+    MediaAnswer,
+    MediaCandidate,
+    MediaLeave,
+    MediaOffer,
     Member,
     Ping,
     Pong,
@@ -47,6 +51,7 @@ from client_sdk.protocol import (
     Role,
     TurnCommand,
 )
+from media.errors import MediaError
 from rooms.errors import BackendError, Refused
 from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
@@ -54,6 +59,7 @@ from rooms.room import JoinRoom, LeaveRoom, LessonAction, SendBroadcast
 from rooms.wire import AppendReply, JoinReply, RefusedReply, Reply
 
 from .auth import Claims
+from .media_hub import MediaHub
 from .metrics import Stats
 from .settings import Settings
 
@@ -110,9 +116,12 @@ class Session:
         settings: Settings,
         stats: Stats,
         asgi_send: Callable[[MutableMapping[str, Any]], Awaitable[None]] | None = None,
+        media: MediaHub | None = None,
     ) -> None:
         self.id = secrets.token_hex(6)
         self._asgi_send = asgi_send or websocket.send
+        self._media = media
+        self._media_rooms: set[str] = set()
         self.claims = claims
         self._ws = websocket
         self._codec = codec
@@ -175,6 +184,7 @@ class Session:
                 max_bad_frames=settings.max_bad_frames,
                 bad_frame_window_ms=int(BAD_FRAME_WINDOW * 1000),
             ),
+            ice_servers=self._media.ice_info() if self._media else [],
         )
 
     async def _read_loop(self) -> None:
@@ -237,6 +247,13 @@ class Session:
     async def _leave_all(self) -> None:
         rooms = list(self._rooms)
         self._rooms.clear()
+        if self._media is not None:
+            for room in list(self._media_rooms):
+                try:
+                    await self._media.leave(room, self.claims.user)
+                except MediaError:
+                    logger.warning("session %s: media of %s not closed", self.id, room)
+            self._media_rooms.clear()
         for room in rooms:
             await self._hub.unlisten(room, self)
         results = await asyncio.gather(
@@ -391,6 +408,8 @@ class Session:
             await self._broadcast(command)
         elif isinstance(command, ProbeReply):
             self._probe_answered(command)
+        elif isinstance(command, MediaOffer | MediaCandidate | MediaLeave):
+            await self._media_command(command)
         else:
             await self._lesson(command)
 
@@ -409,6 +428,37 @@ class Session:
         )
         appended = self._expect(reply, AppendReply, command.id)
         self._send(Ack(id=command.id, room=room, offset=appended.offset))
+
+    async def _media_command(
+        self, command: MediaOffer | MediaCandidate | MediaLeave
+    ) -> None:
+        room = command.room
+        if room not in self._rooms:
+            raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")
+        if self._media is None:
+            raise Refused(ErrorCode.UNAVAILABLE, "this node serves no media")
+        user = self.claims.user
+        try:
+            if isinstance(command, MediaOffer):
+                answer = await self._media.offer(room, user, command.sdp)
+                self._media_rooms.add(room)
+                self._send(MediaAnswer(id=command.id, room=room, sdp=answer))
+                return
+            if isinstance(command, MediaCandidate):
+                await self._media.candidate(
+                    room,
+                    user,
+                    command.candidate,
+                    command.sdp_mid,
+                    command.sdp_mline_index,
+                )
+            else:
+                self._media_rooms.discard(room)
+                await self._media.leave(room, user)
+        except MediaError as exc:
+            field = "sdp" if isinstance(command, MediaOffer) else "candidate"
+            raise Refused(ErrorCode.INVALID, str(exc), field) from exc
+        self._send(Ack(id=command.id, room=room))
 
     # Round trip --------------------------------------------------------------
 

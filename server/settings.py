@@ -29,6 +29,14 @@ Positive = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
+class IceServerSetting(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A STUN or TURN server handed to clients and used by the server."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Everything a node needs to run; see ``config/lophoc.toml``."""
 
@@ -58,6 +66,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: is closed.
     max_bad_frames: Positive = 20
     lease_ms: Positive = 10_000
+    #: STUN and TURN servers for WebRTC audio, as ``[[lophoc.ice_servers]]``
+    #: tables with ``urls`` (and ``username``, ``credential`` for TURN).
+    ice_servers: list[IceServerSetting] = msgspec.field(default_factory=list)
+    #: Where turn recordings go; ``<data_dir>/recordings`` when empty.
+    recordings_dir: str = ""
     log_level: str = "info"
 
     def with_secret(self) -> Settings:

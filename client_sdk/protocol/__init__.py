@@ -48,6 +48,8 @@ from .lesson import (
     Reveal,
     StepActivity,
 )
+from .media import *  # noqa: F403
+from .media import MediaAnswer, MediaCandidate, MediaLeave, MediaOffer
 from .turns import *  # noqa: F403
 from .turns import (
     DrillEnded,
@@ -87,6 +89,9 @@ ClientMessage: TypeAlias = (
     | StartDrill
     | StopDrill
     | Mute
+    | MediaOffer
+    | MediaCandidate
+    | MediaLeave
 )
 RoomEvent: TypeAlias = (
     MemberJoined
@@ -116,4 +121,5 @@ ServerMessage: TypeAlias = (
     | AnswerResult
     | LessonSnapshot
     | Probe
+    | MediaAnswer
 )

@@ -131,6 +131,14 @@ class Limits(msgspec.Struct, frozen=True):
     bad_frame_window_ms: int = 0
 
 
+class IceServerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A STUN or TURN server for the client's WebRTC connection (hello)."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
 class Member(msgspec.Struct, frozen=True):
     """One person or classroom device present in a room."""
 
@@ -235,6 +243,8 @@ class Hello(msgspec.Struct, tag_field="type", omit_defaults=True, tag="hello"):
     rooms: list[str]
     server_time: Millis
     limits: Limits
+    #: STUN and TURN servers for WebRTC media (see :mod:`.media`).
+    ice_servers: list[IceServerInfo] = msgspec.field(default_factory=list)
 
 
 class Ack(msgspec.Struct, tag_field="type", omit_defaults=True, tag="ack"):

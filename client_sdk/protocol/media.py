@@ -1,0 +1,57 @@
+"""Protocol v1, media signaling: WebRTC offers and answers over the socket.
+
+A client that speaks or listens in a lesson sends an SDP offer (RFC 8866,
+JSEP of RFC 8829) in ``media_offer`` and gets the server's answer in
+``media_answer``; the answer holds all of the server's ICE candidates, so
+only the client trickles its own (``media_candidate``). The ICE servers to
+use (STUN, and TURN for school networks) come in ``hello.ice_servers``.
+
+The server decides who is heard: teachers always, a student only while
+holding the floor. Each audio m-line of the offer that receives is a slot
+carrying one speaker; offer two to hear the host and the floor holder at
+once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from .core import Command, RoomId
+
+#: An SDP fits in a frame; this bound keeps a bad one from being parsed long.
+Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=60_000)]
+
+
+class MediaOffer(Command, tag="media_offer"):
+    """Open (or replace) this person's media connection in ``room``."""
+
+    room: RoomId
+    sdp: Sdp
+
+
+class MediaCandidate(Command, tag="media_candidate"):
+    """A trickled ICE candidate of the client; empty ends its candidates."""
+
+    room: RoomId
+    candidate: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    sdp_mid: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    sdp_mline_index: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None
+
+
+class MediaLeave(Command, tag="media_leave"):
+    """Close this person's media connection in ``room``."""
+
+    room: RoomId
+
+
+class MediaAnswer(msgspec.Struct, tag_field="type", tag="media_answer"):
+    """Reply to :class:`MediaOffer`: the server's SDP answer."""
+
+    id: str
+    room: str
+    sdp: str
+
+
+MediaCommand = MediaOffer | MediaCandidate | MediaLeave

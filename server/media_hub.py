@@ -1,0 +1,220 @@
+"""A node's media: a relay per lesson room, driven by the room's events.
+
+Each lesson room with a media participant on this node gets a
+:class:`media.relay.MediaRoom`. A :class:`RoomMedia` follows the room's
+events like any local listener: it keeps its own copy of the room's state,
+and on every change of the floor, the teachers present or the mutes, it
+tells the relay who is heard. A granted turn starts a recording of its
+speaker, a released turn ends it.
+
+Known limit: a room's media lives on the node where its participants'
+sockets are. With several nodes the reverse proxy must send a room's
+connections to one node (hash on the ``room`` query parameter) for all of
+them to hear each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pathlib
+import re
+from collections.abc import Coroutine
+from typing import Any
+
+from client_sdk.protocol import (
+    FloorGranted,
+    FloorReleased,
+    HandQueue,
+    IceServerInfo,
+    Member,
+    RoomEvent,
+)
+from media.errors import MediaError
+from media.floor import speakers
+from media.ice import IceServer
+from media.recorder import RecordingKind
+from media.relay import MediaRoom
+from rooms.feed import EncodedEvent, EncodedNotice
+from rooms.hub import Hub
+from rooms.room import Room
+from rooms.writer import load_room
+
+logger = logging.getLogger(__name__)
+
+_unsafe = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class RoomMedia:
+    """The relay of one room, and the room state that steers it."""
+
+    def __init__(self, room: Room, relay: MediaRoom, recordings: pathlib.Path) -> None:
+        self.room = room
+        self.relay = relay
+        self._recordings = recordings
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._steer: asyncio.Lock = asyncio.Lock()
+
+    # Listener of the room's feed --------------------------------------------
+
+    def deliver(self, event: EncodedEvent) -> None:
+        """Follow the room's state; re-steer the relay when it matters."""
+        decoded = event.decode()
+        if decoded.offset <= self.room.offset:
+            return
+        self.room.replay(decoded)
+        if isinstance(decoded, HandQueue):
+            return
+        self._spawn(self._apply(decoded))
+
+    def reset(self, room: str) -> None:
+        """Lost events: the next offer or event reloads nothing; log it."""
+        logger.warning("room %s: media view lost events", room)
+
+    def notice(self, notice: EncodedNotice) -> None:
+        """Notices do not change who is heard."""
+
+    def membership(self, room: str) -> tuple[Member, str] | None:
+        """The relay is not a member of the room."""
+        return None
+
+    # Steering ---------------------------------------------------------------
+
+    async def steer(self) -> None:
+        """Forward exactly the speakers the room's state allows."""
+        turns = self.room.turns
+        if turns is None:
+            return
+        host = self.room.lesson.plan.host.user if self.room.lesson else None
+        heard = [
+            user
+            for user in speakers(turns, self.room.members, host)
+            if user in self.relay.participants
+        ]
+        await self.relay.set_speakers(heard)
+
+    async def _apply(self, event: RoomEvent) -> None:
+        async with self._steer:
+            try:
+                await self.steer()
+                if isinstance(event, FloorReleased):
+                    await self._stop_recording(event.user)
+                elif isinstance(event, FloorGranted):
+                    await self._start_recording(event)
+            except MediaError:
+                logger.warning(
+                    "room %s: media could not follow %s", self.room.id, event
+                )
+
+    async def _start_recording(self, event: FloorGranted) -> None:
+        turn = event.turn
+        if turn.user not in self.relay.participants:
+            return
+        self._recordings.mkdir(parents=True, exist_ok=True)
+        name = f"{turn.started_at}-{_unsafe.sub('-', turn.user)}.ogg"
+        await self.relay.start_recording(
+            turn.user,
+            self._recordings / name,
+            kind=RecordingKind.TURN,
+            prompt=turn.prompt,
+        )
+
+    async def _stop_recording(self, user: str) -> None:
+        if user in self.relay.participants:
+            try:
+                await self.relay.stop_recording(user)
+            except MediaError:
+                logger.debug("room %s: no recording of %s to stop", self.room.id, user)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Close every peer connection and wait for pending steering."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.relay.close()
+
+
+class MediaHub:
+    """The media rooms of this node, opened on first offer, closed when empty."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        ice_servers: list[IceServer],
+        recordings: pathlib.Path,
+    ) -> None:
+        self._hub = hub
+        self._ice = ice_servers
+        self._recordings = recordings
+        self._rooms: dict[str, RoomMedia] = {}
+        self._lock = asyncio.Lock()
+
+    def ice_info(self) -> list[IceServerInfo]:
+        """The ICE servers as clients are told them in ``hello``."""
+        return [
+            IceServerInfo(
+                urls=list(s.urls), username=s.username, credential=s.credential
+            )
+            for s in self._ice
+        ]
+
+    async def _room(self, room_id: str) -> RoomMedia:
+        async with self._lock:
+            media = self._rooms.get(room_id)
+            if media is not None:
+                return media
+            state = await load_room(self._hub.store, room_id)
+            media = RoomMedia(
+                state,
+                MediaRoom(room_id, ice_servers=self._ice),
+                self._recordings / _unsafe.sub("-", room_id),
+            )
+            await self._hub.listen(room_id, media)
+            self._rooms[room_id] = media
+            return media
+
+    async def offer(self, room_id: str, user: str, sdp: str) -> str:
+        """Answer ``user``'s offer in ``room_id`` and steer who is heard."""
+        media = await self._room(room_id)
+        answer = await media.relay.answer(user, sdp)
+        await media.steer()
+        return answer
+
+    async def candidate(
+        self,
+        room_id: str,
+        user: str,
+        candidate: str | None,
+        sdp_mid: str | None,
+        sdp_mline_index: int | None,
+    ) -> None:
+        """Add a candidate the client trickled."""
+        media = self._rooms.get(room_id)
+        if media is None:
+            raise MediaError("send media_offer first", room_id)
+        await media.relay.add_candidate(user, candidate, sdp_mid, sdp_mline_index)
+
+    async def leave(self, room_id: str, user: str) -> None:
+        """Close ``user``'s media in a room; the room's relay closes when empty."""
+        media = self._rooms.get(room_id)
+        if media is None or user not in media.relay.participants:
+            return
+        await media.relay.remove(user)
+        await media.steer()
+        if not media.relay.participants:
+            async with self._lock:
+                self._rooms.pop(room_id, None)
+            await self._hub.unlisten(room_id, media)
+            await media.close()
+
+    async def close(self) -> None:
+        """Close every room's media."""
+        for room_id, media in list(self._rooms.items()):
+            await self._hub.unlisten(room_id, media)
+            await media.close()
+        self._rooms.clear()
