@@ -7,18 +7,22 @@ Every request but ``POST /api/join`` carries a join token as
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import pathlib
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from client_sdk.protocol import Role
+from media.recorder import RecordingInfo
 from rooms.errors import BackendError
 from rooms.plan import PlanError, parse_plan
 from rooms.report import report_csv
+from rooms.writer import load_room
 
 from . import auth, lessons
 
@@ -155,8 +159,97 @@ async def report(request: Request) -> Response:
     return _json(found)
 
 
+async def _recordings(request: Request) -> tuple[list[RecordingInfo], Response | None]:
+    """The recordings of a lesson this request's token may hear.
+
+    The host and admins hear every turn; a co-teacher only the turns of the
+    students of their own school; anyone else none.
+    """
+    claims = _claims(request)
+    if isinstance(claims, JSONResponse):
+        return [], claims
+    node = request.app.state.node
+    lesson_id = request.path_params["lesson"]
+    plan = await lessons.load_plan(node.store, lesson_id)
+    if plan is None:
+        return [], _error(404, "not_found", f"no lesson {lesson_id!r}")
+    if not lessons.may_read(claims, plan):
+        return [], _error(
+            403, "forbidden", "only the lesson's teachers and admins hear recordings"
+        )
+    everyone = claims.role is Role.ADMIN or claims.user == plan.host.user
+    room = await load_room(node.store, lesson_id)
+    schools = {m.user: m.school for m in room.members.values()}
+    schools.update({a.member.user: a.member.school for a in room.away.values()})
+    stored = await asyncio.to_thread(_scan, node.media.folder(lesson_id))
+    found = [
+        info
+        for info in stored
+        if everyone or schools.get(info.participant) == claims.school
+    ]
+    return found, None
+
+
+def _scan(folder: pathlib.Path) -> list[RecordingInfo]:
+    """The finished recordings in a folder, from their JSON sidecars."""
+    found = []
+    for sidecar in sorted(folder.glob("*.json")):
+        try:
+            info = msgspec.json.decode(sidecar.read_bytes(), type=RecordingInfo)
+        except (OSError, msgspec.MsgspecError):
+            logger.warning("unreadable recording %s", sidecar)
+            continue
+        if pathlib.Path(info.path).is_file():
+            found.append(info)
+    return found
+
+
+async def recordings(request: Request) -> Response:
+    """``GET /api/lessons/{lesson}/recordings``: who, when, which prompt."""
+    try:
+        found, refused = await _recordings(request)
+    except BackendError:
+        return _error(503, "unavailable", "the store is unreachable; try again")
+    if refused is not None:
+        return refused
+    return _json(
+        [
+            {
+                "file": pathlib.Path(info.path).name,
+                "participant": info.participant,
+                "prompt": info.prompt,
+                "started_at": info.started_at,
+                "ended_at": info.ended_at,
+                "seconds": info.seconds,
+                "voiced_seconds": info.voiced_seconds,
+            }
+            for info in found
+        ]
+    )
+
+
+async def recording(request: Request) -> Response:
+    """``GET /api/lessons/{lesson}/recordings/{file}``: one turn's Ogg Opus."""
+    try:
+        found, refused = await _recordings(request)
+    except BackendError:
+        return _error(503, "unavailable", "the store is unreachable; try again")
+    if refused is not None:
+        return refused
+    # Only a file listed for this token is served: the name is matched, never
+    # joined to a path, so no request reaches outside the recordings.
+    name = request.path_params["file"]
+    for info in found:
+        path = pathlib.Path(info.path)
+        if path.name == name:
+            return FileResponse(path, media_type="audio/ogg", filename=name)
+    return _error(404, "not_found", f"no recording {name!r} you may hear")
+
+
 routes = [
     Route("/api/lessons", create_lesson, methods=["POST"]),
     Route("/api/join", join, methods=["POST"]),
     Route("/api/lessons/{lesson}/report", report, methods=["GET"]),
+    Route("/api/lessons/{lesson}/recordings", recordings, methods=["GET"]),
+    Route("/api/lessons/{lesson}/recordings/{file}", recording, methods=["GET"]),
 ]

@@ -154,6 +154,10 @@ class MediaHub:
         self._rooms: dict[str, RoomMedia] = {}
         self._lock = asyncio.Lock()
 
+    def folder(self, room_id: str) -> pathlib.Path:
+        """Where the recordings of a room go."""
+        return self._recordings / _unsafe.sub("-", room_id)
+
     def ice_info(self) -> list[IceServerInfo]:
         """The ICE servers as clients are told them in ``hello``."""
         return [
@@ -172,7 +176,7 @@ class MediaHub:
             media = RoomMedia(
                 state,
                 MediaRoom(room_id, ice_servers=self._ice),
-                self._recordings / _unsafe.sub("-", room_id),
+                self.folder(room_id),
             )
             await self._hub.listen(room_id, media)
             self._rooms[room_id] = media

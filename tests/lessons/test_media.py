@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
+import av
+import httpx
+import numpy as np
 import pytest
 
 from client_sdk.protocol import FloorGranted, FloorReleased, MediaOffer
 from tests.media.conftest import hears
 from tests.media.peer import TonePeer, band_share, eventually
 
-from .conftest import Api, Crowd, ServerProcess, Watcher
+from .conftest import Api, Crowd, ServerProcess, Watcher, bearer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,8 +63,8 @@ async def test_floor_holder_is_heard_and_others_are_not(
             "title": "Speaking",
             "host": {"user": "t-host"},
             "classes": [
-                {"school": "A", "class": "7A"},
-                {"school": "B", "class": "7B"},
+                {"school": "A", "class": "7A", "co_teacher": {"user": "co-a"}},
+                {"school": "B", "class": "7B", "co_teacher": {"user": "co-b"}},
                 {"school": "C", "class": "7C"},
             ],
         }
@@ -70,9 +73,10 @@ async def test_floor_holder_is_heard_and_others_are_not(
     body = created.json()
     host = await crowd.enter("host", server, body["host"]["token"], lesson_id)
     students = {}
+    tokens = {}
     for name, index in (("A", 0), ("B", 1), ("C", 2), ("D", 1)):
-        token = await api.student_token(body["classes"][index]["code"], name)
-        students[name] = await crowd.enter(name, server, token, lesson_id)
+        tokens[name] = await api.student_token(body["classes"][index]["code"], name)
+        students[name] = await crowd.enter(name, server, tokens[name], lesson_id)
 
     await connect_media(students["A"], lesson_id, 440, peers)
     b = await connect_media(students["B"], lesson_id, None, peers)
@@ -104,3 +108,39 @@ async def test_floor_holder_is_heard_and_others_are_not(
         return any(folder.glob("*.ogg")) and any(folder.glob("*.json"))
 
     await eventually(recorded, 5.0, "a recording of A's turn")
+
+    # The host and A's own co-teacher may list and download it; B's
+    # co-teacher and students may not.
+    def get(path: str, token: str) -> Awaitable[httpx.Response]:
+        return api.http.get(path, headers=bearer(token))
+
+    base = f"/api/lessons/{lesson_id}/recordings"
+    host_token = body["host"]["token"]
+    listed = (await get(base, host_token)).json()
+    assert [r["participant"] for r in listed] == [a_user]
+    name = listed[0]["file"]
+    audio = await get(f"{base}/{name}", host_token)
+    own = await get(f"{base}/{name}", body["classes"][0]["co_teacher"]["token"])
+    other = await get(f"{base}/{name}", body["classes"][1]["co_teacher"]["token"])
+    student = await get(base, tokens["B"])
+    assert audio.status_code == own.status_code == 200
+    assert audio.headers["content-type"] == "audio/ogg"
+    assert other.status_code == 404
+    assert student.status_code == 403
+
+    # The file holds A's tone for as long as the turn lasted (within 10%).
+    path = folder / name
+    samples, seconds = decode_ogg(path)
+    assert abs(seconds - released.spoke_ms / 1000) <= 0.1 * released.spoke_ms / 1000
+    assert band_share(samples, 440) > 0.5
+
+
+def decode_ogg(path: Path) -> tuple[np.ndarray, float]:
+    """Mono samples of an Ogg Opus file at 48 kHz, and its length in seconds."""
+    chunks = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            data = frame.to_ndarray().astype(np.float64)
+            chunks.append(data.reshape(-1, frame.layout.nb_channels).mean(axis=1))
+    samples = np.concatenate(chunks) / 32768.0
+    return samples, samples.size / 48_000
