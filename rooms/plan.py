@@ -163,7 +163,8 @@ class LessonPlan(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         )
 
 
-def _where(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
+def locate(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
+    """The path and message of a validation error, the path under ``prefix``."""
     text = str(exc)
     match = _PATH.search(text)
     if match is not None:
@@ -175,9 +176,10 @@ def _where(exc: msgspec.ValidationError, prefix: str) -> tuple[str, str]:
     return prefix, text
 
 
-def _check_items(
+def check_items(
     data: dict[str, Any], key: str, kind: Any, problems: list[tuple[str, str]]
 ) -> None:
+    """Check each item of the list ``data[key]`` on its own, noting problems."""
     items = data.get(key)
     if not isinstance(items, list):
         return
@@ -185,7 +187,42 @@ def _check_items(
         try:
             msgspec.convert(item, kind)
         except msgspec.ValidationError as exc:
-            problems.append(_where(exc, f"{key}[{index}]"))
+            problems.append(locate(exc, f"{key}[{index}]"))
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with only true and false as booleans (as in YAML 1.2).
+
+    YAML 1.1 reads yes, no, on and off as booleans, so a teacher's options
+    ``[yes, no]`` would not be texts.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _yaml(text: str | bytes) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def read_mapping(text: str | bytes, filename: str) -> dict[str, Any]:
+    """A JSON (``.json``) or YAML file's top-level mapping, or PlanError."""
+    try:
+        loader = json.loads if filename.endswith(".json") else _yaml
+        data = loader(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise PlanError([("", f"not valid JSON or YAML: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise PlanError([("", "the file must be a mapping of fields")])
+    return data
 
 
 def parse_plan(text: str | bytes, filename: str = "lesson.yaml") -> LessonPlan:
@@ -194,13 +231,7 @@ def parse_plan(text: str | bytes, filename: str = "lesson.yaml") -> LessonPlan:
     The format is taken from the file name: ``.json`` is JSON, anything
     else YAML (of which JSON is a subset).
     """
-    try:
-        loader = json.loads if filename.endswith(".json") else yaml.safe_load
-        data = loader(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise PlanError([("", f"not valid JSON or YAML: {exc}")]) from exc
-    if not isinstance(data, dict):
-        raise PlanError([("", "a lesson file must be a mapping of fields")])
+    data = read_mapping(text, filename)
 
     try:
         plan = msgspec.convert(data, LessonPlan)
@@ -209,10 +240,10 @@ def parse_plan(text: str | bytes, filename: str = "lesson.yaml") -> LessonPlan:
         # own finds one problem per bad item, which is what a teacher fixing
         # a long plan needs.
         problems: list[tuple[str, str]] = []
-        _check_items(data, "activities", Activity, problems)
-        _check_items(data, "classes", ClassEntry, problems)
+        check_items(data, "activities", Activity, problems)
+        check_items(data, "classes", ClassEntry, problems)
         if not problems:
-            problems.append(_where(first, ""))
+            problems.append(locate(first, ""))
         raise PlanError(problems) from first
 
     problems = _cross_checks(plan)
