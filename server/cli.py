@@ -25,6 +25,7 @@ from rooms.backends import open_broker, open_store
 from rooms.errors import LophocError
 
 from . import auth
+from .cli_audit import add_audit_commands
 from .cli_lessons import add_lesson_commands
 from .settings import Settings, load_settings
 
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     secret.set_defaults(run=_secret)
 
     add_lesson_commands(commands, _settings_from, _add_common, _add_backends)
+    add_audit_commands(commands)
     return parser
 
 
