@@ -3,7 +3,10 @@
 :class:`Client` is the asyncio client; :mod:`client_sdk.protocol` defines
 every message of the wire protocol, the most used of which are re-exported
 here for convenience (the rest are in :mod:`client_sdk.protocol`).
+:class:`AudioPeer` joins a lesson's live audio (:mod:`client_sdk.audio`).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .backoff import Backoff
 from .client import Client
@@ -58,6 +61,23 @@ from .protocol import (
     RoomEvent,
 )
 
+if TYPE_CHECKING:
+    from .audio import AudioPeer, AudioPeerError, ReceivedFrame, ToneTrack
+
+#: Imported on first use: aiortc and PyAV add a quarter of a second and some
+#: 35 MB to every process, which a text-only client never needs.
+_AUDIO = frozenset({"AudioPeer", "AudioPeerError", "ReceivedFrame", "ToneTrack"})
+
+
+def __getattr__(name: str) -> Any:
+    """The audio names of :mod:`client_sdk.audio`, imported when first asked for."""
+    if name in _AUDIO:
+        from . import audio
+
+        return getattr(audio, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "JSON_SUBPROTOCOL",
     "MSGPACK_SUBPROTOCOL",
@@ -65,6 +85,8 @@ __all__ = [
     "ActivityChanged",
     "AnswerResult",
     "AnswerTally",
+    "AudioPeer",
+    "AudioPeerError",
     "Backoff",
     "Broadcast",
     "BroadcastEvent",
@@ -99,6 +121,7 @@ __all__ = [
     "QuestionClosed",
     "QuestionOpened",
     "QuestionRevealed",
+    "ReceivedFrame",
     "Reconnected",
     "RejoinFailed",
     "Resumed",
@@ -106,4 +129,5 @@ __all__ = [
     "Role",
     "RoomEvent",
     "RoomNotice",
+    "ToneTrack",
 ]

@@ -3,13 +3,15 @@
 :class:`TonePeer` plays the part of a participant's browser: it offers a
 microphone that plays a sine tone (or nothing) and a number of receiving
 slots, and keeps every frame it hears with its arrival time, so a test can
-ask "what was the loudest frequency heard between t0 and t1".
+ask "what was the loudest frequency heard between t0 and t1". Its tone is the
+SDK's :class:`client_sdk.audio.ToneTrack`. Unlike the SDK's ``AudioPeer`` it
+signals by hand, so tests can drive a :class:`media.relay.MediaRoom` with no
+server around it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import math
 import time
 from collections.abc import Callable
@@ -27,8 +29,18 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from av.audio.frame import AudioFrame
 
-RATE = 48_000
-FRAME = 960  # 20 ms
+from client_sdk.audio import RATE, ToneTrack
+
+__all__ = [
+    "RATE",
+    "Heard",
+    "Peak",
+    "TonePeer",
+    "ToneTrack",
+    "band_share",
+    "eventually",
+    "peak",
+]
 
 
 async def eventually(
@@ -43,37 +55,6 @@ async def eventually(
             break
         await asyncio.sleep(step)
     raise TimeoutError(f"not {what} within {within} s")
-
-
-class ToneTrack(MediaStreamTrack):
-    """A microphone that plays a sine tone, paced by the wall clock."""
-
-    kind = "audio"
-
-    def __init__(self, frequency: float, amplitude: float = 0.3) -> None:
-        super().__init__()
-        self.frequency = frequency
-        self.amplitude = amplitude
-        self._sent = 0
-        self._start: float | None = None
-
-    async def recv(self) -> AudioFrame:
-        """The next 20 ms of the tone, when it is due."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self._sent / RATE
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        n = np.arange(self._sent, self._sent + FRAME)
-        wave = self.amplitude * np.sin(2 * math.pi * self.frequency * n / RATE)
-        pcm = (wave * 32767).astype(np.int16).reshape(1, -1)
-        frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._sent
-        frame.time_base = fractions.Fraction(1, RATE)
-        self._sent += FRAME
-        return frame
 
 
 @dataclass(frozen=True)
