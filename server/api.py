@@ -177,7 +177,9 @@ async def _recordings(request: Request) -> tuple[list[RecordingInfo], Response |
         return [], _error(
             403, "forbidden", "only the lesson's teachers and admins hear recordings"
         )
-    everyone = claims.role is Role.ADMIN or claims.user == plan.host.user
+    everyone = claims.role is Role.ADMIN or (
+        claims.role is Role.TEACHER and claims.user == plan.host.user
+    )
     room = await load_room(node.store, lesson_id)
     schools = {m.user: m.school for m in room.members.values()}
     schools.update({a.member.user: a.member.school for a in room.away.values()})

@@ -135,6 +135,9 @@ def _show_settings(args: argparse.Namespace) -> int:
     data = msgspec.to_builtins(settings)
     if data.get("secret"):
         data["secret"] = "(set)"
+    for server in data.get("ice_servers", []):
+        if server.get("credential"):
+            server["credential"] = "(set)"
     print(json.dumps(data, indent=2, sort_keys=True))
     return 0
 

@@ -152,6 +152,7 @@ class MediaHub:
         self._ice = ice_servers
         self._recordings = recordings
         self._rooms: dict[str, RoomMedia] = {}
+        self._owners: dict[tuple[str, str], str] = {}
         self._lock = asyncio.Lock()
 
     def folder(self, room_id: str) -> pathlib.Path:
@@ -182,10 +183,16 @@ class MediaHub:
             self._rooms[room_id] = media
             return media
 
-    async def offer(self, room_id: str, user: str, sdp: str) -> str:
-        """Answer ``user``'s offer in ``room_id`` and steer who is heard."""
+    async def offer(self, room_id: str, user: str, session: str, sdp: str) -> str:
+        """Answer ``user``'s offer in ``room_id`` and steer who is heard.
+
+        One media connection per person and room: an offer from another of
+        their connections replaces it, and only that connection's leave
+        closes it.
+        """
         media = await self._room(room_id)
         answer = await media.relay.answer(user, sdp)
+        self._owners[(room_id, user)] = session
         await media.steer()
         return answer
 
@@ -203,9 +210,16 @@ class MediaHub:
             raise MediaError("send media_offer first", room_id)
         await media.relay.add_candidate(user, candidate, sdp_mid, sdp_mline_index)
 
-    async def leave(self, room_id: str, user: str) -> None:
-        """Close ``user``'s media in a room; the room's relay closes when empty."""
+    async def leave(self, room_id: str, user: str, session: str) -> None:
+        """Close ``user``'s media in a room; the room's relay closes when empty.
+
+        Nothing happens when a newer connection of the same person holds
+        their media now.
+        """
         media = self._rooms.get(room_id)
+        if self._owners.get((room_id, user)) != session:
+            return
+        del self._owners[(room_id, user)]
         if media is None or user not in media.relay.participants:
             return
         await media.relay.remove(user)

@@ -51,7 +51,7 @@ from client_sdk.protocol import (
     Role,
     TurnCommand,
 )
-from media.errors import MediaError
+from media.errors import MediaError, RoomClosed
 from rooms.errors import BackendError, Refused
 from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
@@ -250,7 +250,7 @@ class Session:
         if self._media is not None:
             for room in list(self._media_rooms):
                 try:
-                    await self._media.leave(room, self.claims.user)
+                    await self._media.leave(room, self.claims.user, self.id)
                 except MediaError:
                     logger.warning("session %s: media of %s not closed", self.id, room)
             self._media_rooms.clear()
@@ -440,7 +440,7 @@ class Session:
         user = self.claims.user
         try:
             if isinstance(command, MediaOffer):
-                answer = await self._media.offer(room, user, command.sdp)
+                answer = await self._media.offer(room, user, self.id, command.sdp)
                 self._media_rooms.add(room)
                 self._send(MediaAnswer(id=command.id, room=room, sdp=answer))
                 return
@@ -454,9 +454,13 @@ class Session:
                 )
             else:
                 self._media_rooms.discard(room)
-                await self._media.leave(room, user)
+                await self._media.leave(room, user, self.id)
+        except RoomClosed as exc:
+            raise Refused(ErrorCode.UNAVAILABLE, "the room's media is closing") from exc
+        except BackendError as exc:
+            raise Refused(ErrorCode.UNAVAILABLE, "store unreachable") from exc
         except MediaError as exc:
-            field = "sdp" if isinstance(command, MediaOffer) else "candidate"
+            field = {MediaOffer: "sdp", MediaCandidate: "candidate"}.get(type(command))
             raise Refused(ErrorCode.INVALID, str(exc), field) from exc
         self._send(Ack(id=command.id, room=room))
 
@@ -561,6 +565,12 @@ class Session:
         appended = self._expect(reply, AppendReply, command.id)
         if self._rooms.pop(room, None) is not None:
             await self._hub.unlisten(room, self)
+        if self._media is not None and room in self._media_rooms:
+            self._media_rooms.discard(room)
+            try:
+                await self._media.leave(room, self.claims.user, self.id)
+            except MediaError:
+                logger.warning("session %s: media of %s not closed", self.id, room)
         self._send(Ack(id=command.id, room=room, offset=appended.offset))
 
     async def _broadcast(self, command: Broadcast) -> None:

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from media.ice import IceServer
 from rooms.errors import ConfigError
 
 ENV_PREFIX = "LOPHOC_"
@@ -143,6 +144,12 @@ def load_settings(
     merged.update(_from_env(environ))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return msgspec.convert(merged, Settings, strict=False)
+        settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid settings: {exc}") from exc
+    for index, entry in enumerate(settings.ice_servers):
+        try:
+            IceServer.from_config(msgspec.to_builtins(entry))
+        except ConfigError as exc:
+            raise ConfigError(f"invalid settings: ice_servers[{index}]: {exc}") from exc
+    return settings

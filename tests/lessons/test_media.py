@@ -144,3 +144,50 @@ def decode_ogg(path: Path) -> tuple[np.ndarray, float]:
             chunks.append(data.reshape(-1, frame.layout.nb_channels).mean(axis=1))
     samples = np.concatenate(chunks) / 32768.0
     return samples, samples.size / 48_000
+
+
+async def test_a_second_tab_closing_keeps_the_first_tabs_audio(
+    server: ServerProcess, api: Api, crowd: Crowd
+) -> None:
+    """Media belongs to the connection that offered it; leave closes it."""
+    from client_sdk import AudioPeer
+
+    lesson_id = f"tabs-{secrets.token_hex(3)}"
+    created = await api.create(
+        {
+            "id": lesson_id,
+            "title": "Tabs",
+            "host": {"user": "t-host"},
+            "classes": [{"school": "A", "class": "7A"}],
+        }
+    )
+    body = created.json()
+    host = await crowd.enter("host", server, body["host"]["token"], lesson_id)
+    speaker_token = await api.student_token(body["classes"][0]["code"], "S")
+    listener_token = await api.student_token(body["classes"][0]["code"], "L")
+    speaker = await crowd.enter("S", server, speaker_token, lesson_id)
+    tab1 = await crowd.enter("L1", server, listener_token, lesson_id)
+    tab2 = await crowd.enter("L2", server, listener_token, lesson_id)
+
+    async with (
+        AudioPeer(speaker.client, lesson_id, tone_hz=440) as _,
+        AudioPeer(tab1.client, lesson_id) as ears,
+    ):
+        user = speaker.client.hello.user  # type: ignore[union-attr]
+        await host.client.grant_floor(lesson_id, user=user)
+        await eventually(lambda: ears.frames_received > 50, 5.0, "tab 1 hears")
+
+        # The listener's second tab leaves the room and closes: tab 1 keeps
+        # hearing, since its media was never tab 2's.
+        await tab2.client.leave(lesson_id)
+        await tab2.close()
+        before = ears.frames_received
+        await asyncio.sleep(1.0)
+        assert ears.frames_received > before + 25
+
+        # Tab 1 leaving the room closes its media with it.
+        await tab1.client.leave(lesson_id)
+        await asyncio.sleep(0.5)
+        after = ears.frames_received
+        await asyncio.sleep(0.8)
+        assert ears.frames_received <= after + 2

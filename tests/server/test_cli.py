@@ -252,3 +252,23 @@ def test_check_reports_each_backend(tmp_path: Path) -> None:
     assert down.returncode == 1
     assert "broker: unreachable" in down.stdout
     assert "store: ok" in down.stdout
+
+
+def test_ice_servers_are_checked_and_their_credentials_masked(tmp_path: Path) -> None:
+    """A TURN entry needs its credentials; printed settings hide them."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[lophoc]\n[[lophoc.ice_servers]]\nurls = ["turn:t.example:3478"]\n')
+    good = tmp_path / "good.toml"
+    good.write_text(
+        "[lophoc]\n[[lophoc.ice_servers]]\n"
+        'urls = ["turn:t.example:3478"]\nusername = "u"\ncredential = "hunter2"\n'
+    )
+
+    refused = lophoc("settings", "--config", str(bad))
+    shown = lophoc("settings", "--config", str(good))
+
+    assert refused.returncode == 2
+    assert "ice_servers[0]" in refused.stderr
+    assert shown.returncode == 0
+    assert "hunter2" not in shown.stdout
+    assert '"credential": "(set)"' in shown.stdout
