@@ -14,7 +14,7 @@ import collections
 from dataclasses import dataclass
 from typing import Any
 
-from _report import SATURATED_SHARE, quantile, ratio
+from _report import SATURATED_SHARE, quantile, quantile_curve, ratio
 
 #: Where lophoc's own functions live, to pick them out of py-spy's inclusive
 #: list, whose top is the event loop and uvicorn frames every sample shares.
@@ -120,6 +120,7 @@ def measure(bursts: list[Burst], args: argparse.Namespace) -> dict[str, Any]:
         "p90_ms": round(quantile(ordered, 0.90), 3),
         "p99_ms": round(quantile(ordered, 0.99), 3),
         "max_ms": round(quantile(ordered, 1.0), 3),
+        "latency_curve_ms": quantile_curve(ordered),
         "send_late_p50_ms": round(quantile(late, 0.50), 3),
         "send_late_p99_ms": round(quantile(late, 0.99), 3),
         "resent": resent,

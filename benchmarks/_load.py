@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-import msgspec
+import _wire
+from _wire import Frame
 from _wsclient import WsClient, connect
 
 from client_sdk.protocol import MSGPACK_SUBPROTOCOL, Broadcast
@@ -49,18 +50,6 @@ PHASES = ("warmup", "saturation", "fixed_rate")
 #: a few seconds, few enough for the server's accept backlog.
 CONNECT_CONCURRENCY = 32
 JOIN_TIMEOUT = 30.0
-
-
-class Frame(msgspec.Struct):
-    """The two fields of a server frame the clients look at; others are skipped."""
-
-    type: str
-    body: bytes = b""
-    code: str = ""
-
-
-frame_decoder = msgspec.msgpack.Decoder(Frame)
-command_encoder = msgspec.msgpack.Encoder()
 
 
 def raise_open_files_limit() -> int:
@@ -148,7 +137,9 @@ class Member:
     def on_message(self, data: bytes, now: int) -> None:
         """Count a tagged broadcast, or hand a reply to whoever waits for it."""
         self.pool.received += 1
-        message = frame_decoder.decode(data)
+        message = _wire.decode(self.pool.dialect, self.client, data)
+        if message is None:
+            return
         if message.type == "broadcast" and len(message.body) >= BODY.size:
             self.pool.record(self, message.body, now)
             return
@@ -178,6 +169,7 @@ class Pool:
         self, slot: int, shared: Any, workers: int, progress: Connection
     ) -> None:
         self.slot = slot
+        self.dialect = _wire.LOPHOC
         self.progress = progress.fileno()
         os.set_blocking(self.progress, False)
         self.shared = shared
@@ -220,13 +212,21 @@ class Pool:
                 os.write(self.progress, b"\x01")
 
     async def connect(
-        self, host: str, port: int, room: str, tokens: list[str], subprotocol: str
+        self,
+        host: str,
+        ports: Sequence[int],
+        room: str,
+        tokens: list[str],
+        subprotocol: str | None,
     ) -> tuple[int, list[str]]:
-        """Connect and join one member per token; returns the count and errors."""
+        """Connect and join one member per token; returns the count and errors.
+
+        Members go to the ``ports`` (the nodes of one server) in turn.
+        """
         semaphore = asyncio.Semaphore(CONNECT_CONCURRENCY)
         errors: list[str] = []
 
-        async def join(token: str) -> None:
+        async def join(index: int, token: str) -> None:
             member = Member(self)
             async with semaphore:
                 try:
@@ -234,18 +234,19 @@ class Pool:
                     member.waiting = ("hello", hello)
                     member.client = await connect(
                         host,
-                        port,
-                        f"/ws?room={room}&token={token}",
+                        ports[index % len(ports)],
+                        _wire.path(self.dialect, room, token),
                         member.on_message,
                         subprotocol,
                     )
+                    _wire.opened(self.dialect, member.client)
                     await asyncio.wait_for(hello, JOIN_TIMEOUT)
                     joined = asyncio.create_task(member.expect("joined"))
                     await asyncio.sleep(0)
-                    member.client.send_binary(
-                        command_encoder.encode(
-                            {"type": "join", "id": "j", "room": room}
-                        )
+                    _wire.send(
+                        self.dialect,
+                        member.client,
+                        {"type": "join", "id": "j", "room": room},
                     )
                     await joined
                 except Exception as exc:
@@ -255,7 +256,9 @@ class Pool:
                     return
             self.members.append(member)
 
-        await asyncio.gather(*(join(token) for token in tokens))
+        await asyncio.gather(
+            *(join(index, token) for index, token in enumerate(tokens))
+        )
         return len(self.members), errors[:5]
 
     def report(self, phase: int) -> dict[str, Any]:
@@ -299,9 +302,9 @@ async def serve(
         request = await receive(pipe)
         kind = request[0]
         if kind == "connect":
-            _, host, port, room, tokens, subprotocol = request
+            _, host, ports, room, tokens, subprotocol, pool.dialect = request
             started = time.monotonic()
-            count, errors = await pool.connect(host, port, room, tokens, subprotocol)
+            count, errors = await pool.connect(host, ports, room, tokens, subprotocol)
             pipe.send(("connected", count, errors, time.monotonic() - started))
         elif kind == "report":
             pipe.send(("report", pool.report(request[1])))
@@ -335,8 +338,9 @@ def worker_main(
 class Publisher:
     """The teacher's connection: sends tagged broadcasts, counts the replies."""
 
-    def __init__(self, room: str, body_size: int) -> None:
+    def __init__(self, room: str, body_size: int, dialect: str = _wire.LOPHOC) -> None:
         self.room = room
+        self.dialect = dialect
         self.client: WsClient | None = None
         self.sequence = 0
         self.acks = 0
@@ -352,25 +356,31 @@ class Publisher:
         loop = asyncio.get_running_loop()
         hello: asyncio.Future[Frame] = loop.create_future()
         self._waiting = ("hello", hello)
+        lophoc = self.dialect == _wire.LOPHOC
         self.client = await connect(
             host,
             port,
-            f"/ws?room={self.room}&token={token}",
+            _wire.path(self.dialect, self.room, token),
             self.on_message,
-            MSGPACK_SUBPROTOCOL,
+            MSGPACK_SUBPROTOCOL if lophoc else None,
         )
+        _wire.opened(self.dialect, self.client)
         await asyncio.wait_for(hello, JOIN_TIMEOUT)
         joined: asyncio.Future[Frame] = loop.create_future()
         self._waiting = ("joined", joined)
-        self.client.send_binary(
-            command_encoder.encode({"type": "join", "id": "j", "room": self.room})
+        _wire.send(
+            self.dialect,
+            self.client,
+            {"type": "join", "id": "j", "room": self.room},
         )
         await asyncio.wait_for(joined, JOIN_TIMEOUT)
         self._waiting = None
 
     def on_message(self, data: bytes, now: int) -> None:
         """Count acks, errors and the publisher's own copy of each event."""
-        message = frame_decoder.decode(data)
+        message = _wire.decode(self.dialect, self.client, data)
+        if message is None:
+            return
         if message.type == "broadcast":
             self.echoes += 1
             self.event_bytes = len(data)
@@ -391,9 +401,7 @@ class Publisher:
         command = Broadcast(
             id=str(self.sequence), room=self.room, topic="bench", body=body
         )
-        frame = command_encoder.encode(command)
-        self.command_bytes = len(frame)
-        self.client.send_binary(frame)
+        self.command_bytes = _wire.send(self.dialect, self.client, command)
         return self.sequence
 
 

@@ -64,6 +64,18 @@ def quantile(ordered: Sequence[int], share: float) -> float:
     return ordered[index] / 1e6
 
 
+#: The shares at which a latency distribution is kept for plotting: every
+#: percent, then the tail.
+CURVE_SHARES = (*(n / 100 for n in range(1, 100)), 0.995, 0.999, 1.0)
+
+
+def quantile_curve(ordered: Sequence[int]) -> list[list[float]]:
+    """(share, milliseconds) pairs of sorted ``ordered``, for a plot."""
+    if not ordered:
+        return []
+    return [[share, round(quantile(ordered, share), 3)] for share in CURVE_SHARES]
+
+
 def pool(runs: list[PhaseRun], receivers: int) -> dict[str, Any]:
     """The runs of one phase against one server, as one result."""
     messages = sum(run.messages for run in runs)
@@ -94,6 +106,7 @@ def pool(runs: list[PhaseRun], receivers: int) -> dict[str, Any]:
         "p50_ms": round(quantile(ordered, 0.50), 3),
         "p99_ms": round(quantile(ordered, 0.99), 3),
         "max_ms": round(quantile(ordered, 1.0), 3),
+        "latency_curve_ms": quantile_curve(ordered),
         "expected_frames": expected,
         "lost_frames": expected - frames,
         "receivers_incomplete": max(
@@ -170,27 +183,42 @@ def ratio(ours: float, theirs: float) -> float | None:
     return round(ours / theirs, 3)
 
 
+#: The pairs compared, (ours, theirs), when both ran.
+PAIRS = (
+    ("lophoc", "peer"),
+    ("lophoc", "socketio"),
+    ("lophoc-2", "lophoc"),
+    ("lophoc-2", "socketio-2"),
+    ("socketio-2", "socketio"),
+)
+
+
 def ratios(results: list[dict[str, Any]]) -> dict[str, float | None]:
-    """lophoc's numbers over the peer's, for the phases both ran."""
+    """Each pair's numbers, ours over theirs, for the phases both ran.
+
+    Keys read ``ours/theirs phase measure``.
+    """
     by_name = {result["server"]: result for result in results}
     found: dict[str, float | None] = {}
-    if "lophoc" not in by_name or "peer" not in by_name:
-        return found
-    for phase in PHASES[1:]:
-        ours = by_name["lophoc"]["phases"].get(phase)
-        theirs = by_name["peer"]["phases"].get(phase)
-        if ours is None or theirs is None:
+    for name, other in PAIRS:
+        if name not in by_name or other not in by_name:
             continue
-        if phase == "saturation":
-            found["saturation frames/s"] = ratio(
-                ours["frames_per_s"], theirs["frames_per_s"]
+        for phase in PHASES[1:]:
+            ours = by_name[name]["phases"].get(phase)
+            theirs = by_name[other]["phases"].get(phase)
+            if ours is None or theirs is None:
+                continue
+            key = f"{name}/{other} {phase}"
+            if phase == "saturation":
+                found[f"{key} frames/s"] = ratio(
+                    ours["frames_per_s"], theirs["frames_per_s"]
+                )
+            found[f"{key} server us/frame"] = ratio(
+                ours["server_cpu_us_per_frame"] or math.nan,
+                theirs["server_cpu_us_per_frame"] or math.nan,
             )
-        found[f"{phase} server us/frame"] = ratio(
-            ours["server_cpu_us_per_frame"] or math.nan,
-            theirs["server_cpu_us_per_frame"] or math.nan,
-        )
-        found[f"{phase} p50"] = ratio(ours["p50_ms"], theirs["p50_ms"])
-        found[f"{phase} p99"] = ratio(ours["p99_ms"], theirs["p99_ms"])
+            found[f"{key} p50"] = ratio(ours["p50_ms"], theirs["p50_ms"])
+            found[f"{key} p99"] = ratio(ours["p99_ms"], theirs["p99_ms"])
     return found
 
 
@@ -198,13 +226,13 @@ def print_table(report: dict[str, Any]) -> None:
     """The results as a table on standard output."""
     print()
     print(
-        f"one room, {report['clients']} receivers + 1 publisher, one node; "
+        f"one room, {report['clients']} receivers + 1 publisher; "
         f"{report['workers']} client workers per server, "
         f"{report['machine']['cpus']} CPUs, {report['rounds']} round(s) of "
         f"{report['duration']:g} s per phase"
     )
     header = (
-        f"{'phase':<18} {'server':<7} {'msgs/s':>7} {'frames/s':>9} "
+        f"{'phase':<18} {'server':<10} {'msgs/s':>7} {'frames/s':>9} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lost':>5} "
         f"{'us/frame':>8} {'server':>6} {'clients':>7} {'others':>6}"
     )
@@ -226,7 +254,8 @@ def print_table(report: dict[str, Any]) -> None:
             else:
                 label = f"fixed {report['rate']:g} msg/s"
             print(
-                f"{label:<18} {result['server']:<7} {data['messages_per_s']:>7,.1f} "
+                f"{label:<18} {result['server']:<10} "
+                f"{data['messages_per_s']:>7,.1f} "
                 f"{data['frames_per_s']:>9,.0f} {data['p50_ms']:>7.1f} "
                 f"{data['p99_ms']:>7.1f} {data['max_ms']:>7.1f} "
                 f"{data['lost_frames']:>5} "
@@ -242,7 +271,7 @@ def print_table(report: dict[str, Any]) -> None:
     print()
     for key, value in report["ratios"].items():
         shown = "n/a" if value is None else f"{value:.2f}"
-        print(f"lophoc/peer {key:<28} {shown}")
+        print(f"{key:<48} {shown}")
     for result in report["results"]:
         by_round = ", ".join(
             f"{value:,.0f}"

@@ -55,12 +55,12 @@ import argparse
 import array
 import asyncio
 import collections
+import importlib.metadata
 import json
 import os
 import platform
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -72,6 +72,7 @@ from typing import Any
 
 import msgspec
 import uvicorn
+from _deploy import SERVERS, Deployment, start_deployment, stop_deployment
 from _load import (
     BODY,
     FIXED_RATE,
@@ -89,6 +90,7 @@ from _load import (
 )
 from _profile import start_profile, summarize_profile
 from _report import PhaseRun, pool, print_table, ratios, warnings_for
+from _wire import LOPHOC
 from websockets.version import version as websockets_version
 
 from client_sdk.protocol import MSGPACK_SUBPROTOCOL, Member, Role
@@ -106,8 +108,6 @@ TEACHER = Member(
     class_="10A",
 )
 
-SERVER_START_TIMEOUT = 20.0
-SERVER_STOP_TIMEOUT = 12.0
 #: How long the frame count must stay still for the join storm (one
 #: ``member_joined`` to every member for every join) to count as over.
 SETTLE_QUIET = 0.5
@@ -116,126 +116,16 @@ SETTLE_TIMEOUT = 120.0
 STALL_TIMEOUT = 5.0
 
 
-# Servers ------------------------------------------------------------------
-
-
-@dataclass
-class ServerProcess:
-    """A server under test, running as its own process."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    port: int
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        """The server's process id, for its CPU time."""
-        return self.process.pid
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def start_server(
-    name: str, args: argparse.Namespace, secret: str, workdir: Path
-) -> ServerProcess:
-    """Start the server called ``name`` and wait until it accepts connections."""
-    port = free_port()
-    log = workdir / f"{name}.log"
-    env = dict(os.environ)
-    if name == "lophoc":
-        command = [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(workdir / "data"),
-            "--broker",
-            "memory://",
-            "--store",
-            "memory://",
-        ]
-        env.update(
-            LOPHOC_SECRET=secret,
-            # One publisher sends hundreds of messages a second here, far
-            # above a classroom's limit; the limit is not what is measured.
-            LOPHOC_MESSAGES_PER_SECOND="100000",
-            LOPHOC_BURST="100000",
-            # The join storm queues up to one frame per member at each
-            # member; the default 1024 would close the slower ones.
-            LOPHOC_SEND_QUEUE=str(max(65_536, 4 * args.clients)),
-            LOPHOC_LOG_LEVEL="warning",
-        )
-    else:
-        command = [
-            sys.executable,
-            str(ROOT / "benchmarks" / "_peer.py"),
-            "--port",
-            str(port),
-            "--sender",
-            json.dumps(msgspec.to_builtins(TEACHER)),
-            "--loop",
-            args.peer_loop,
-        ]
-    with log.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            *command, cwd=ROOT, env=env, stdout=output, stderr=output
-        )
-    server = ServerProcess(name, process, port, log)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while True:
-        if process.returncode is not None:
-            raise RuntimeError(f"{name} exited at start:\n{tail(log)}")
-        try:
-            _, writer = await asyncio.open_connection(HOST, port)
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                await stop_server(server)
-                raise RuntimeError(
-                    f"{name} did not listen on {port}:\n{tail(log)}"
-                ) from exc
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return server
-
-
-async def stop_server(server: ServerProcess) -> None:
-    """Ask the server to stop, and kill it if it takes too long."""
-    if server.process.returncode is None:
-        server.process.terminate()
-        try:
-            await asyncio.wait_for(server.process.wait(), SERVER_STOP_TIMEOUT)
-        except TimeoutError:
-            server.process.kill()
-            await server.process.wait()
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of a log file."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 # CPU ----------------------------------------------------------------------
 
 
-def cpu_snapshot(server: ServerProcess, workers: Workers) -> dict[str, float]:
-    """CPU seconds so far of the server, each worker, this process, the machine."""
+def cpu_snapshot(server: Deployment, workers: Workers) -> dict[str, float]:
+    """CPU seconds so far of the server, each worker, this process, the machine.
+
+    The server's are those of all its nodes and their redis-server.
+    """
     snapshot = {
-        "server": cpu_seconds(server.pid),
+        "server": sum(cpu_seconds(pid) for pid in server.pids),
         "publisher": cpu_seconds(os.getpid()),
     }
     for slot, process in enumerate(workers.processes):
@@ -352,7 +242,7 @@ class Target:
     """One server under test with its room full of clients."""
 
     name: str
-    server: ServerProcess
+    server: Deployment
     workers: Workers
     publisher: Publisher
     receivers: int = 0
@@ -372,15 +262,27 @@ async def open_target(
 ) -> Target:
     """Start ``name``, connect the publisher and the receivers, let joins settle."""
     print(f"{name}: starting the server", flush=True)
-    server = await start_server(name, args, secret, workdir)
+    server = await start_deployment(name, args.clients, secret, workdir, TEACHER)
     workers = start_workers(args.workers)
-    target = Target(name, server, workers, Publisher(ROOM, args.body_size))
+    publisher = Publisher(ROOM, args.body_size, server.dialect)
+    target = Target(name, server, workers, publisher)
+    subprotocol = MSGPACK_SUBPROTOCOL if server.dialect == LOPHOC else None
     try:
-        await target.publisher.open(HOST, server.port, teacher)
+        await target.publisher.open(HOST, server.ports[0], teacher)
         started = time.monotonic()
         shares = [tokens[slot :: args.workers] for slot in range(args.workers)]
         for pipe, share in zip(workers.pipes, shares, strict=True):
-            pipe.send(("connect", HOST, server.port, ROOM, share, MSGPACK_SUBPROTOCOL))
+            pipe.send(
+                (
+                    "connect",
+                    HOST,
+                    server.ports,
+                    ROOM,
+                    share,
+                    subprotocol,
+                    server.dialect,
+                )
+            )
         replies = [await receive(pipe) for pipe in workers.pipes]
         target.receivers = sum(reply[1] for reply in replies)
         target.join_errors = [error for reply in replies for error in reply[2]]
@@ -409,7 +311,7 @@ async def close_target(target: Target) -> None:
     if target.publisher.client is not None:
         target.publisher.client.abort()
     await stop_workers(target.workers)
-    await stop_server(target.server)
+    await stop_deployment(target.server)
 
 
 async def settle(workers: Workers) -> bool:
@@ -465,13 +367,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--body-size", type=int, default=100, help="bytes of each broadcast body"
     )
     parser.add_argument(
-        "--servers", default="lophoc,peer", help="comma-separated: lophoc, peer"
-    )
-    parser.add_argument(
-        "--peer-loop",
-        choices=["uvloop", "asyncio"],
-        default="uvloop",
-        help="the peer's event loop (uvicorn runs lophoc on uvloop)",
+        "--servers",
+        default="lophoc,peer,socketio",
+        help=f"comma-separated, in this order: {', '.join(SERVERS)}",
     )
     parser.add_argument(
         "--profile",
@@ -481,12 +379,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
-    if (
-        not servers
-        or set(servers) - {"lophoc", "peer"}
-        or len(set(servers)) < len(servers)
-    ):
-        parser.error(f"--servers takes lophoc and/or peer, got {args.servers!r}")
+    if not servers or set(servers) - set(SERVERS) or len(set(servers)) < len(servers):
+        parser.error(
+            f"--servers takes some of {', '.join(SERVERS)}, got {args.servers!r}"
+        )
     args.servers = servers
     for name in ("clients", "workers", "window", "rounds"):
         if getattr(args, name) < 1:
@@ -603,6 +499,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "websockets": websockets_version,
             "uvicorn": uvicorn.__version__,
             "msgspec": msgspec.__version__,
+            "python-socketio": importlib.metadata.version("python-socketio"),
         },
         "clients": args.clients,
         "workers": args.workers,
@@ -612,7 +509,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rate": args.rate,
         "window": args.window,
         "body_size": args.body_size,
-        "peer_loop": args.peer_loop,
         "results": results,
         "ratios": ratios(results),
         "warnings": [

@@ -3,7 +3,8 @@
 :class:`Client` is the asyncio client; :mod:`client_sdk.protocol` defines
 every message of the wire protocol, the most used of which are re-exported
 here for convenience (the rest are in :mod:`client_sdk.protocol`).
-:class:`AudioPeer` joins a lesson's live audio (:mod:`client_sdk.audio`).
+:class:`AudioPeer` joins a lesson's live audio (:mod:`client_sdk.audio`),
+:class:`VideoPeer` its audio and video (:mod:`client_sdk.video`).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -63,18 +64,24 @@ from .protocol import (
 
 if TYPE_CHECKING:
     from .audio import AudioPeer, AudioPeerError, ReceivedFrame, ToneTrack
+    from .video import PatternTrack, ReceivedPicture, VideoPeer
 
 #: Imported on first use: aiortc and PyAV add a quarter of a second and some
 #: 35 MB to every process, which a text-only client never needs.
 _AUDIO = frozenset({"AudioPeer", "AudioPeerError", "ReceivedFrame", "ToneTrack"})
+_VIDEO = frozenset({"PatternTrack", "ReceivedPicture", "VideoPeer"})
 
 
 def __getattr__(name: str) -> Any:
-    """The audio names of :mod:`client_sdk.audio`, imported when first asked for."""
+    """The media names (:mod:`.audio`, :mod:`.video`), imported when first asked for."""
     if name in _AUDIO:
         from . import audio
 
         return getattr(audio, name)
+    if name in _VIDEO:
+        from . import video
+
+        return getattr(video, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -115,6 +122,7 @@ __all__ = [
     "Member",
     "MemberJoined",
     "MemberLeft",
+    "PatternTrack",
     "Ping",
     "Pong",
     "ProtocolViolation",
@@ -122,6 +130,7 @@ __all__ = [
     "QuestionOpened",
     "QuestionRevealed",
     "ReceivedFrame",
+    "ReceivedPicture",
     "Reconnected",
     "RejoinFailed",
     "Resumed",
@@ -130,4 +139,5 @@ __all__ = [
     "RoomEvent",
     "RoomNotice",
     "ToneTrack",
+    "VideoPeer",
 ]

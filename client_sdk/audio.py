@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Final
 import av
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -428,6 +429,7 @@ class AudioPeer:
         while len(transceivers) < self.slots:
             transceivers.append(pc.addTransceiver("audio", direction="recvonly"))
         self._receivers = transceivers[: self.slots]
+        self._add_video(pc)
         await pc.setLocalDescription(await pc.createOffer())
 
         self._offered = True
@@ -451,7 +453,17 @@ class AudioPeer:
             self._changed.clear()
             await self._changed.wait()
 
+    def _add_video(self, pc: RTCPeerConnection) -> None:
+        """Add video m-lines after the audio ones; audio alone adds none."""
+
+    def _on_video(self, track: MediaStreamTrack) -> None:
+        """A video track of the server's answer; audio alone ignores it."""
+        logger.debug("room %s: ignored a video track", self.room)
+
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            self._on_video(track)
+            return
         slot = next(
             (i for i, t in enumerate(self._receivers) if t.receiver.track is track),
             None,
@@ -492,7 +504,11 @@ class AudioPeer:
 def _configuration(servers: Iterable[IceServerInfo]) -> RTCConfiguration:
     # The list is given even when empty: with None, aiortc would ask
     # Google's public STUN server, which a school's network may not allow.
+    # One transport for every m-line: under aiortc's "balanced" policy a
+    # second video m-line after an audio one keeps a transport that BUNDLE
+    # discards, and never sends (see media/ice.py).
     return RTCConfiguration(
+        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
         iceServers=[
             RTCIceServer(
                 urls=list(server.urls),
@@ -500,7 +516,7 @@ def _configuration(servers: Iterable[IceServerInfo]) -> RTCConfiguration:
                 credential=server.credential,
             )
             for server in servers
-        ]
+        ],
     )
 
 

@@ -59,9 +59,11 @@ from .events import (
     Resynced,
     RoomNotice,
 )
+from .exam import ExamCommands, ExamRequest
 from .lesson import LessonCommands, LessonRequest
 from .link import (
     ABNORMAL_CLOSURE,
+    MOVED_CODES,
     RECONNECT_CODES,
     REFUSAL_CODES,
     FrameHook,
@@ -73,26 +75,27 @@ from .link import (
 from .protocol import (
     MSGPACK_SUBPROTOCOL,
     Ack,
-    AnswerResult,
-    AnswerTally,
     Broadcast,
     ClientMessage,
     Error,
     ErrorCode,
     Event,
+    ExamFetch,
+    ExamState,
     Hello,
     Join,
     Joined,
     Leave,
-    LessonSnapshot,
     MediaAnswer,
     MediaOffer,
     Ping,
     Pong,
     Probe,
     ProbeReply,
+    ProctorView,
     RoomEvent,
     ServerMessage,
+    WatchExam,
 )
 from .turns import TurnCommands
 
@@ -102,9 +105,18 @@ logger = logging.getLogger(__name__)
 RETRYABLE_ERRORS: Final = frozenset(
     {ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.RATE_LIMITED}
 )
+Reply = Ack | Joined | Pong | MediaAnswer | ExamState | ProctorView
+#: The reply of each command that is not answered with an ``ack``.
+REPLIES: Final[dict[type, type[Reply]]] = {
+    Join: Joined,
+    Ping: Pong,
+    MediaOffer: MediaAnswer,
+    ExamFetch: ExamState,
+    WatchExam: ProctorView,
+}
 
 
-class Client(LessonCommands, TurnCommands, ServerClock):
+class Client(LessonCommands, TurnCommands, ExamCommands, ServerClock):
     """A connection to a lophoc node that survives network drops.
 
     ``url`` is the WebSocket endpoint (``ws://host:port/ws``); ``room`` and
@@ -319,7 +331,10 @@ class Client(LessonCommands, TurnCommands, ServerClock):
             if self._closing:
                 return
             again = self.reconnect and (link.abandoned or code in RECONNECT_CODES)
-            logger.warning(
+            # A node that shuts down in good order is no fault of the network.
+            moved = again and not link.abandoned and code in MOVED_CODES
+            logger.log(
+                logging.INFO if moved else logging.WARNING,
                 "connection closed with %d (%s)%s",
                 code,
                 reason or "no reason",
@@ -413,7 +428,8 @@ class Client(LessonCommands, TurnCommands, ServerClock):
         elif isinstance(message, Joined):
             self._on_joined(message)
             link.resolve(message.id, message)
-        elif isinstance(message, Ack | Pong | MediaAnswer):
+        elif isinstance(message, Reply) and message.id is not None:
+            # An exam_state without an id is a notice, not a reply.
             if not link.resolve(message.id, message):
                 logger.debug("reply to %s came after its command gave up", message.id)
         elif isinstance(message, Error):
@@ -425,7 +441,7 @@ class Client(LessonCommands, TurnCommands, ServerClock):
             # The server times the round trip from this reply, and a quiz
             # credits half of it to every answer: reply before anything else.
             self._spawn(self._answer_probe(link, message))
-        elif isinstance(message, AnswerTally | AnswerResult | LessonSnapshot):
+        elif isinstance(message, RoomNotice):
             self._on_notice(message)
         else:
             logger.warning("unexpected %s frame", type(message).__name__)
@@ -522,7 +538,7 @@ class Client(LessonCommands, TurnCommands, ServerClock):
     @overload
     async def request(
         self,
-        command: Leave | Broadcast | LessonRequest,
+        command: Leave | Broadcast | LessonRequest | ExamRequest,
         *,
         timeout: float | None = ...,  # noqa: ASYNC109
         retries: int | None = ...,
@@ -540,6 +556,24 @@ class Client(LessonCommands, TurnCommands, ServerClock):
     @overload
     async def request(
         self,
+        command: ExamFetch,
+        *,
+        timeout: float | None = ...,  # noqa: ASYNC109
+        retries: int | None = ...,
+    ) -> ExamState: ...
+
+    @overload
+    async def request(
+        self,
+        command: WatchExam,
+        *,
+        timeout: float | None = ...,  # noqa: ASYNC109
+        retries: int | None = ...,
+    ) -> ProctorView: ...
+
+    @overload
+    async def request(
+        self,
         command: MediaOffer,
         *,
         timeout: float | None = ...,  # noqa: ASYNC109
@@ -552,7 +586,7 @@ class Client(LessonCommands, TurnCommands, ServerClock):
         *,
         timeout: float | None = None,  # noqa: ASYNC109
         retries: int | None = None,
-    ) -> Ack | Joined | Pong | MediaAnswer:
+    ) -> Reply:
         """Send ``command`` and return the server's reply.
 
         An empty ``id`` is replaced with :meth:`next_id`. Each attempt waits
@@ -602,7 +636,7 @@ class Client(LessonCommands, TurnCommands, ServerClock):
 
     async def _exchange(
         self, link: Link, command: ClientMessage, limit: float
-    ) -> Ack | Joined | Pong | MediaAnswer:
+    ) -> Reply:
         future = link.expect(command.id)
         try:
             await link.send(command)
@@ -612,13 +646,7 @@ class Client(LessonCommands, TurnCommands, ServerClock):
             link.forget(command.id, future)
         if isinstance(reply, Error):
             raise CommandError(reply.code, reply.message, reply.field, command.id)
-        expected: type[Ack | Joined | Pong | MediaAnswer] = Ack
-        if isinstance(command, Join):
-            expected = Joined
-        elif isinstance(command, Ping):
-            expected = Pong
-        elif isinstance(command, MediaOffer):
-            expected = MediaAnswer
+        expected: type[Reply] = REPLIES.get(type(command), Ack)
         if not isinstance(reply, expected):
             raise ProtocolViolation(
                 f"command {command.id!r} got {type(reply).__name__}, "

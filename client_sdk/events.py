@@ -27,10 +27,14 @@ from .errors import ClientClosed, ClientError, CommandError
 from .protocol import (
     AnswerResult,
     AnswerTally,
+    ExamState,
+    ExamWarning,
     Hello,
+    IncidentRaised,
     Joined,
     LessonSnapshot,
     RoomEvent,
+    SeatChanged,
 )
 
 
@@ -105,7 +109,15 @@ class RejoinFailed:
 
 
 #: Messages for some members of a room only, yielded as they arrive.
-RoomNotice: TypeAlias = AnswerTally | AnswerResult | LessonSnapshot
+RoomNotice: TypeAlias = (
+    AnswerTally
+    | AnswerResult
+    | LessonSnapshot
+    | ExamState
+    | SeatChanged
+    | IncidentRaised
+    | ExamWarning
+)
 
 ClientEvent: TypeAlias = (
     RoomEvent

@@ -43,14 +43,19 @@ RECONNECT_CODES: Final = frozenset(
         # sending, so the next connection will not repeat the offence.
         CloseCode.MESSAGE_TOO_BIG,
         CloseCode.INTERNAL_ERROR,
-        1012,  # service restart (IANA registry of close codes)
-        1013,  # try again later
+        CloseCode.SERVICE_RESTART,
+        CloseCode.TRY_AGAIN_LATER,
         # The client read too slowly; it can resume from its last offset.
         CloseCode.SEND_QUEUE_FULL,
         # Retried commands wait for the backoff, which is the throttle.
         CloseCode.RATE_LIMIT_EXCEEDED,
         CloseCode.RESYNC,
     }
+)
+#: Close codes of a node that is going away in good order: the client goes
+#: to another node at once, and logs it as news, not as a failure.
+MOVED_CODES: Final = frozenset(
+    {CloseCode.GOING_AWAY, CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER}
 )
 #: Refusals: the same token and room would be refused again.
 REFUSAL_CODES: Final = frozenset(
@@ -240,6 +245,10 @@ class Link:
         """Stop waiting for ``command_id`` if ``future`` is still its waiter."""
         if self.pending.get(command_id) is future:
             del self.pending[command_id]
+        if future.done() and not future.cancelled():
+            # The link may have failed it while the command was still being
+            # sent; nobody awaits it now, so asyncio must not report it.
+            future.exception()
 
     def resolve(self, command_id: str, message: ServerMessage) -> bool:
         """Hand ``message`` to the command waiting for it, if one still is."""

@@ -25,18 +25,17 @@ packet (``RTCDtlsTransport._handle_rtp_data``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 
-from aiortc import MediaStreamTrack, RTCRtpReceiver
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from av.packet import Packet
 from av.stream import Stream
 
 from .opus import CLOCK_RATE, TIME_BASE, OpusPacket, TimestampLine
+from .slot import SlotTrack
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ class InboundAudio:
             self.sink(opus)
 
 
-class ForwardTrack(MediaStreamTrack):
+class ForwardTrack(SlotTrack[InboundAudio, tuple[OpusPacket, InboundAudio]]):
     """The audio a listener hears on one slot: one speaker's packets at a time.
 
     :meth:`assign` switches the source at once; packets of the previous
@@ -116,14 +115,10 @@ class ForwardTrack(MediaStreamTrack):
     kind = "audio"
 
     def __init__(self, listener: str, slot: int) -> None:
-        super().__init__()
+        super().__init__(SLOT_QUEUE)
         self.listener = listener
         self.slot = slot
         self.sent = 0
-        self._source: InboundAudio | None = None
-        self._queue: asyncio.Queue[tuple[OpusPacket, InboundAudio] | None] = (
-            asyncio.Queue(SLOT_QUEUE)
-        )
         # The timeline of what this slot sent: source and stream of the last
         # packet, the offset from its timestamps to ours, and where the next
         # packet would start.
@@ -134,23 +129,6 @@ class ForwardTrack(MediaStreamTrack):
         self._next = 0
         self._sent_at = 0.0
 
-    @property
-    def source(self) -> InboundAudio | None:
-        """The participant this slot forwards now, if any."""
-        return self._source
-
-    def assign(self, source: InboundAudio | None) -> None:
-        """Forward ``source`` on this slot from its next packet (None: nobody)."""
-        if source is self._source:
-            return
-        if self._source is not None:
-            self._source.outlets.discard(self)
-        self._source = source
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        if source is not None and self.readyState == "live":
-            source.outlets.add(self)
-
     def push(self, packet: OpusPacket, source: InboundAudio) -> None:
         """Queue a packet of ``source``; the oldest goes if the queue is full."""
         if self._queue.full():
@@ -160,12 +138,7 @@ class ForwardTrack(MediaStreamTrack):
     async def recv(self) -> Packet[Stream]:
         """The next packet to send, restamped onto this slot's timeline."""
         while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            item = await self._queue.get()
-            if item is None:
-                raise MediaStreamError
-            packet, source = item
+            packet, source = await self._take()
             if time.monotonic() - packet.arrival > STALE_AFTER:
                 continue
             pts = self._restamp(packet, source)
@@ -176,17 +149,6 @@ class ForwardTrack(MediaStreamTrack):
             out.time_base = TIME_BASE
             self.sent += 1
             return out
-
-    def stop(self) -> None:
-        """End the track: leave the source and wake a waiting ``recv``."""
-        if self._source is not None:
-            self._source.outlets.discard(self)
-            self._source = None
-        if self.readyState == "live":
-            super().stop()
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
 
     def _restamp(self, packet: OpusPacket, source: InboundAudio) -> int | None:
         """This slot's timestamp for ``packet``, or None to drop it.

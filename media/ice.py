@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
 from rooms.errors import ConfigError
 
@@ -74,8 +74,15 @@ def rtc_configuration(servers: Iterable[IceServer]) -> RTCConfiguration:
 
     The list is always given, even empty: aiortc falls back to Google's
     public STUN server when it is None, which a school's node must not call.
+
+    Every m-line shares one transport (max-bundle, RFC 9143 section 4.1).
+    Under aiortc's default, "balanced", the second transceiver of a kind
+    other than the first m-line's keeps a transport that the BUNDLE group
+    then discards, so a second video m-line after an audio one would never
+    connect. Every browser offers BUNDLE.
     """
     return RTCConfiguration(
+        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
         iceServers=[
             RTCIceServer(
                 urls=list(server.urls),
@@ -83,5 +90,5 @@ def rtc_configuration(servers: Iterable[IceServer]) -> RTCConfiguration:
                 credential=server.credential,
             )
             for server in servers
-        ]
+        ],
     )

@@ -12,14 +12,20 @@ How a client lays out its offer:
 - each audio m-line that receives is a *slot*: one speaker at a time is
   heard on it. A client that wants to hear the teacher and the floor holder
   at once offers two receiving audio m-lines;
-- video m-lines are answered inactive, data channels are left to aiortc.
+- its first video m-line that sends is its camera, the second its screen;
+  further sending video m-lines are refused. Each video m-line that receives
+  is a *video slot* showing one published track at a time
+  (:mod:`media.video`); VP8 is chosen where offered, else H.264;
+- data channels are left to aiortc.
 
 Who is forwarded is enforced here, on the server: :meth:`MediaRoom.set_speakers`
 takes the speakers in order of priority (:func:`media.floor.speakers` reads
 them from a lesson's turns); each listener's slots carry the
 first of them (never the listener themself) and a speaker keeps their slot
 while they stay in the set. Anyone else's packets are not forwarded, whatever
-their client sends.
+their client sends. Video is steered the same way, per viewer, by
+:meth:`MediaRoom.set_video` (:func:`media.viewing.video_routes` reads it from
+the lesson's members and stage).
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ import enum
 import logging
 import pathlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiortc import (
     RTCPeerConnection,
     RTCRtpCodecCapability,
+    RTCRtpCodecParameters,
     RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
@@ -54,6 +61,9 @@ from .errors import (
 from .forward import ForwardTrack, InboundAudio
 from .ice import IceServer, rtc_configuration
 from .recorder import OggOpusWriter, RecordingInfo, RecordingKind
+from .slot import fill
+from .video import InboundVideo, VideoCodec, VideoForwardTrack, VideoKind
+from .viewing import VideoSource
 from .worker import SpeakerWorker
 
 logger = logging.getLogger(__name__)
@@ -75,6 +85,12 @@ _SDP_ERRORS = (
 #: section 6.7; without an attribute, sendrecv is assumed).
 _SENDS = ("sendrecv", "sendonly", None)
 _RECEIVES = ("sendrecv", "recvonly", None)
+
+#: Video slots one participant may receive: the host's two tracks and the
+#: classes of a large linked lesson. Further receiving video m-lines are
+#: answered without sending, so an offer cannot make the server keep
+#: hundreds of idle senders.
+MAX_VIDEO_SLOTS = 16
 
 
 class PeerState(enum.StrEnum):
@@ -100,6 +116,8 @@ class _Participant:
     worker: SpeakerWorker | None = None
     recording: bool = False
     state: PeerState = PeerState.NEW
+    videos: dict[VideoKind, InboundVideo] = field(default_factory=dict)
+    video_slots: list[VideoForwardTrack] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +129,19 @@ class _Line:
     opus: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class _VideoLine:
+    """One video m-line of an offer: a published track, a slot, or neither."""
+
+    slot: bool
+    publishes: VideoKind | None
+    codec: VideoCodec | None
+
+
 @dataclass(slots=True)
 class _Plan:
     audio: list[_Line] = field(default_factory=list)
+    video: list[_VideoLine] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
 
 
@@ -134,6 +162,9 @@ def _plan(offer: str) -> _Plan:
     microphone = False
     for media in description.media:
         plan.kinds.append(media.kind)
+        if media.kind == "video":
+            plan.video.append(_video_line(media, plan))
+            continue
         if media.kind != "audio":
             continue
         opus = next(
@@ -153,9 +184,55 @@ def _plan(offer: str) -> _Plan:
                 opus=opus,
             )
         )
-    if not any(line.slot or line.microphone for line in plan.audio):
-        raise BadOffer("offer has no Opus audio to send or receive", plan.kinds)
+    if not any(line.slot or line.microphone for line in plan.audio) and not any(
+        line.slot or line.publishes for line in plan.video
+    ):
+        raise BadOffer(
+            "offer has no Opus audio or VP8/H.264 video to send or receive",
+            plan.kinds,
+        )
     return plan
+
+
+def _video_line(media: rtc_sdp.MediaDescription, plan: _Plan) -> _VideoLine:
+    """How the answer treats a video m-line, given the lines before it."""
+    codec = _video_codec(media.rtp.codecs)
+    publishes = None
+    if media.direction in _SENDS and codec is not None:
+        taken = {line.publishes for line in plan.video}
+        publishes = next((kind for kind in VideoKind if kind not in taken), None)
+    slots = sum(line.slot for line in plan.video)
+    return _VideoLine(
+        slot=media.direction in _RECEIVES
+        and codec is not None
+        and slots < MAX_VIDEO_SLOTS,
+        publishes=publishes,
+        codec=codec,
+    )
+
+
+def _video_codec(offered: Iterable[RTCRtpCodecParameters]) -> VideoCodec | None:
+    """VP8 when the offer has it, else H.264 in packetization mode 1, else None."""
+    names = {
+        codec.mimeType.lower()
+        for codec in offered
+        if codec.mimeType.lower() != "video/h264"
+        or str(codec.parameters.get("packetization-mode", "0")) == "1"
+    }
+    for choice in VideoCodec:
+        if f"video/{choice.value.lower()}" in names:
+            return choice
+    return None
+
+
+def _video_capabilities(codec: VideoCodec) -> list[RTCRtpCodecCapability]:
+    """aiortc's capabilities of ``codec``, with RTX for retransmissions."""
+    wanted = f"video/{codec.value.lower()}"
+    return [
+        c
+        for c in RTCRtpSender.getCapabilities("video").codecs
+        if c.mimeType.lower() in (wanted, "video/rtx")
+    ]
 
 
 def _direction(send: bool, receive: bool) -> str:
@@ -186,6 +263,7 @@ class MediaRoom:
         self._on_state = on_state
         self._participants: dict[str, _Participant] = {}
         self._speakers: tuple[str, ...] = ()
+        self._video_routes: dict[str, list[VideoSource]] = {}
         # Serialises changes of membership, workers and recordings; SDP
         # negotiation happens outside it so joins do not wait on each other.
         self._lock = asyncio.Lock()
@@ -214,6 +292,17 @@ class MediaRoom:
             for slot in self._get(listener).slots
         )
 
+    def forwarding_video(self, viewer: str) -> tuple[VideoSource | None, ...]:
+        """Which published track each of a viewer's video slots shows now."""
+        return tuple(
+            (slot.source.participant, slot.source.kind) if slot.source else None
+            for slot in self._get(viewer).video_slots
+        )
+
+    def published(self, participant: str) -> dict[VideoKind, InboundVideo]:
+        """The video tracks a participant's offer publishes, by kind."""
+        return dict(self._get(participant).videos)
+
     def activity(self, participant: str) -> VoiceActivity | None:
         """Voice activity of a speaker or recorded participant, else None."""
         worker = self._get(participant).worker
@@ -238,6 +327,7 @@ class MediaRoom:
         pc.on("connectionstatechange", lambda: self._state_changed(joined))
         try:
             joined.slots, microphone = self._prepare(pc, participant, plan)
+            self._prepare_video(pc, joined, plan)
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             if microphone is not None:
                 transceiver, payload_type = microphone
@@ -261,16 +351,19 @@ class MediaRoom:
             if joined.state is not PeerState.NEW:
                 self._report(joined)
             self._route()
+            self._route_video()
             if previous is not None:
                 logger.info("%s: %s offered again", self.room, participant)
                 await self._drop(previous)
             await self._reconcile()
         logger.info(
-            "%s: %s joined media with %d slots%s",
+            "%s: %s joined media with %d slots%s, %d video slots, publishing %s",
             self.room,
             participant,
             len(joined.slots),
             " and a microphone" if joined.inbound else "",
+            len(joined.video_slots),
+            ",".join(joined.videos) or "no video",
         )
         return pc.localDescription.sdp
 
@@ -314,6 +407,20 @@ class MediaRoom:
         self._route()
         async with self._lock:
             await self._reconcile()
+
+    def set_video(self, routes: Mapping[str, Sequence[VideoSource]]) -> None:
+        """Show each viewer these published tracks, first ones first.
+
+        Viewers missing from ``routes`` see nothing; a track is shown only
+        once its publisher is connected and publishes it. Each slot keeps
+        its track while the track stays wanted, and a slot given a new track
+        starts at that track's next keyframe.
+        """
+        self._check_open()
+        self._video_routes = {
+            viewer: list(dict.fromkeys(wanted)) for viewer, wanted in routes.items()
+        }
+        self._route_video()
 
     async def start_recording(
         self,
@@ -374,6 +481,7 @@ class MediaRoom:
             if leaving is None:
                 raise UnknownParticipant(participant)
             self._route()
+            self._route_video()
             info = await self._drop(leaving)
         logger.info("%s: %s left media", self.room, participant)
         return info
@@ -387,6 +495,7 @@ class MediaRoom:
             leaving = list(self._participants.values())
             self._participants.clear()
             self._speakers = ()
+            self._video_routes = {}
             results = await asyncio.gather(
                 *(self._drop(p) for p in leaving), return_exceptions=True
             )
@@ -425,9 +534,6 @@ class MediaRoom:
         microphone = None
         lines = iter(plan.audio)
         for kind in plan.kinds:
-            if kind == "video":
-                pc.addTransceiver("video", direction="inactive")
-                continue
             if kind != "audio":
                 continue
             line = next(lines)
@@ -444,6 +550,43 @@ class MediaRoom:
                 microphone = (transceiver, line.opus)
         return slots, microphone
 
+    def _prepare_video(
+        self, pc: RTCPeerConnection, joined: _Participant, plan: _Plan
+    ) -> None:
+        """Video transceivers matching the offer's video m-lines, in order.
+
+        Created after the audio ones: aiortc binds m-lines to transceivers
+        per kind, so the order across kinds does not matter.
+        """
+        for line in plan.video:
+            direction = _direction(send=line.slot, receive=line.publishes is not None)
+            if line.slot and line.codec is not None:
+                track = VideoForwardTrack(
+                    joined.id, len(joined.video_slots), line.codec
+                )
+                joined.video_slots.append(track)
+                transceiver = pc.addTransceiver(track, direction=direction)
+                track.bind(transceiver.sender)
+            else:
+                transceiver = pc.addTransceiver("video", direction=direction)
+            if line.codec is not None:
+                transceiver.setCodecPreferences(_video_capabilities(line.codec))
+            if line.publishes is not None:
+                joined.videos[line.publishes] = InboundVideo(
+                    joined.id, line.publishes, transceiver.receiver
+                )
+
+    def _route_video(self) -> None:
+        """Point every viewer's video slots at the tracks they may see."""
+        for viewer in self._participants.values():
+            wanted: list[InboundVideo] = []
+            for user, kind in self._video_routes.get(viewer.id, ()):
+                publisher = self._participants.get(user)
+                video = publisher.videos.get(kind) if publisher else None
+                if video is not None and user != viewer.id:
+                    wanted.append(video)
+            fill(viewer.video_slots, wanted)
+
     def _route(self) -> None:
         """Point every listener's slots at the speakers they should hear."""
         sources = [
@@ -453,13 +596,7 @@ class MediaRoom:
             and joined.inbound is not None
         ]
         for listener in self._participants.values():
-            wanted = [s for s in sources if s.participant != listener.id]
-            wanted = wanted[: len(listener.slots)]
-            kept = {id(slot.source) for slot in listener.slots if slot.source in wanted}
-            newcomers = [s for s in wanted if id(s) not in kept]
-            for slot in listener.slots:
-                if slot.source is None or slot.source not in wanted:
-                    slot.assign(newcomers.pop(0) if newcomers else None)
+            fill(listener.slots, [s for s in sources if s.participant != listener.id])
 
     async def _reconcile(self) -> None:
         """Give a worker to each speaker and recorded participant, and only them."""
@@ -483,6 +620,10 @@ class MediaRoom:
         """Stop a participant's tracks, worker and connection."""
         for slot in leaving.slots:
             slot.stop()
+        for video_slot in leaving.video_slots:
+            video_slot.stop()
+        for video in leaving.videos.values():
+            video.close()
         info = None
         if leaving.inbound is not None:
             leaving.inbound.outlets.clear()

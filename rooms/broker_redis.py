@@ -25,12 +25,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .backends import mask_url
 from .broker import Broker, Handler
 from .errors import BackendError, ConfigError
+from .redis_pool import command_client
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,9 @@ class RedisBroker(Broker):
         super().__init__()
         self._where = mask_url(url)
         # PUBLISH may go out twice when a connection drops before its reply:
-        # feeds drop duplicates by offset, and a few quick retries ride over
-        # a pooled connection that Redis closed.
-        retry = Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), 3)
+        # feeds drop duplicates by offset.
         try:
-            self._redis: Redis = Redis.from_url(url, retry=retry)
+            self._redis: Redis = command_client(url)
             self._subscriber: Redis = Redis.from_url(url, retry=Retry(NoBackoff(), 0))
         except ValueError as exc:
             raise ConfigError("bad Redis URL", self._where) from exc
@@ -390,6 +389,6 @@ async def _open(pubsub: PubSub) -> None:
 
 async def _close_quietly(pubsub: PubSub) -> None:
     try:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
     except _LOST as exc:
         logger.debug("redis broker: closing a subscriber connection: %s", exc)

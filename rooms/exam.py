@@ -21,22 +21,11 @@ The rules:
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from client_sdk.protocol import ErrorCode
+from client_sdk.protocol import AttemptState, ErrorCode
 
 from .errors import Refused
-
-
-class AttemptState(enum.StrEnum):
-    """Where a student's attempt stands."""
-
-    NOT_STARTED = "not_started"
-    RUNNING = "running"
-    PAUSED = "paused"
-    SUBMITTED = "submitted"
-    ENDED = "ended"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +100,12 @@ class Exam:
             raise Refused(ErrorCode.INVALID, "start the exam first", "room")
         if attempt.state is AttemptState.PAUSED:
             raise Refused(ErrorCode.CLOSED, "a proctor paused your exam", "room")
+        if attempt.state is AttemptState.SUBMITTED and attempt.ended_reason != (
+            "time up"
+        ):
+            raise Refused(ErrorCode.CLOSED, "you handed in your exam", "room")
+        if attempt.state is AttemptState.ENDED:
+            raise Refused(ErrorCode.CLOSED, "a proctor ended your exam", "room")
         if attempt.state is not AttemptState.RUNNING or now > attempt.ends_at(
             self.rules
         ):

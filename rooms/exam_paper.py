@@ -14,13 +14,14 @@ never holds a key: it is what a student may see once the exam opens.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import random
 from typing import Annotated
 
 import msgspec
+
+from client_sdk.protocol import ItemKind, ItemView, SectionView
 
 from .plan import PlanError, check_items, locate, read_mapping
 from .quiz import normalize
@@ -33,16 +34,6 @@ ItemId = Annotated[
 Url = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://")]
 #: What marks a gap in a gap-fill item's prompt.
 GAP = "___"
-
-
-class ItemKind(enum.StrEnum):
-    """The kinds of exam item."""
-
-    SINGLE = "single"
-    MULTIPLE = "multiple"
-    SHORT_TEXT = "short_text"
-    GAP_FILL = "gap_fill"
-    SPEAKING = "speaking"
 
 
 class Item(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -142,26 +133,6 @@ class ExamPaper(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def total(self) -> float:
         """The points of the whole paper."""
         return sum(item.points for item in self.items())
-
-
-class ItemView(msgspec.Struct, frozen=True, omit_defaults=True):
-    """An item as one student sees it: their option order, no key."""
-
-    id: str
-    kind: ItemKind
-    prompt: str
-    points: float
-    options: list[str] = msgspec.field(default_factory=list)
-    gaps: int = 0
-    audio: str | None = None
-    seconds: int | None = None
-
-
-class SectionView(msgspec.Struct, frozen=True):
-    """A section of a student's variant."""
-
-    title: str
-    items: list[ItemView]
 
 
 class Variant(msgspec.Struct, frozen=True):

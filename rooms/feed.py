@@ -15,7 +15,7 @@ from typing import Protocol
 
 import msgspec
 
-from client_sdk.protocol import Member, Notice, RoomEvent
+from client_sdk.protocol import AnyNotice, Member, RoomEvent
 
 from .store import Store
 from .wire import NoticeFrame
@@ -31,7 +31,7 @@ class _Header(msgspec.Struct):
 
 _header_decoder = msgspec.msgpack.Decoder(_Header)
 _event_decoder = msgspec.msgpack.Decoder(RoomEvent)
-_notice_decoder = msgspec.msgpack.Decoder(Notice)
+_notice_decoder = msgspec.msgpack.Decoder(AnyNotice)
 _envelope_decoder = msgspec.msgpack.Decoder(NoticeFrame)
 _json_encoder = msgspec.json.Encoder()
 

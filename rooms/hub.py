@@ -13,12 +13,16 @@ and store calls are in-process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import logging
 import secrets
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.protocol import ErrorCode
 
@@ -46,6 +50,8 @@ logger = logging.getLogger(__name__)
 ROOM_CHANNEL = "lophoc:room:{}"
 NOTICE_CHANNEL = "lophoc:notice:{}"
 NODE_CHANNEL = "lophoc:node:{}"
+#: Longest wait between two looks at the lease of a room whose owner is silent.
+LEASE_POLL_MAX = 0.5
 
 
 def now_ms() -> int:
@@ -65,11 +71,14 @@ class Hub:
         lease_ms: int = 10_000,
         forward_timeout: float = 5.0,
         clock: Callable[[], int] = now_ms,
+        audit_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.node = node or secrets.token_hex(4)
         self.broker = broker
         self.store = store
         self.clock = clock
+        #: Signs the checkpoints of exam logs written by this node.
+        self.audit_key = audit_key
         self._lease_ms = lease_ms
         self._forward_timeout = forward_timeout
         self._writers: dict[str, RoomWriter] = {}
@@ -83,6 +92,9 @@ class Hub:
         self._renewer: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[tuple[str, int, bytes] | None] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
+        self._lease_looks: dict[str, asyncio.Task[str]] = {}
+        #: Set by :meth:`hand_over`: this node claims no room any more.
+        self.handed_over = False
 
     @property
     def rooms_owned(self) -> int:
@@ -122,6 +134,10 @@ class Hub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for future in self._waiting.values():
             future.cancel()
+        looks = list(self._lease_looks.values())
+        for look in looks:
+            look.cancel()
+        await asyncio.gather(*looks, return_exceptions=True)
         for room in list(self._writers):
             try:
                 await self.store.release(room, self.node)
@@ -134,6 +150,33 @@ class Hub:
             await feed.close()
         await self.broker.unsubscribe(NODE_CHANNEL.format(self.node), self._on_node)
         logger.info("node %s: hub stopped", self.node)
+
+    async def hand_over(self) -> int:
+        """Stop writing rooms, so that other nodes take them at once.
+
+        Each room's writer finishes the command under way and stores the
+        answers it holds; then its lease is released instead of left to
+        lapse. From then on this node claims no room: commands forwarded to
+        it are answered ``NotOwner``, which sends them to the next writer.
+        Returns how many rooms were released.
+        """
+        self.handed_over = True
+        released = 0
+        for room, writer in list(self._writers.items()):
+            self._writers.pop(room, None)
+            async with writer.lock:
+                # Only waits for the command being decided to finish.
+                pass
+            # A presence batch still gathering goes with the writer: the
+            # next writer counts presence from the connections it holds.
+            await writer.close()
+            try:
+                await self.store.release(room, self.node)
+                released += 1
+            except BackendError:
+                logger.warning("room %s: could not release the lease", room)
+        logger.info("node %s: handed over %d rooms", self.node, released)
+        return released
 
     # Commands -------------------------------------------------------------
 
@@ -160,6 +203,8 @@ class Hub:
         cached = self._owners.get(room)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        if self.handed_over:
+            raise Refused(ErrorCode.UNAVAILABLE, "this node is shutting down; retry")
         try:
             owner = await self.store.claim(room, self.node, self._lease_ms)
         except BackendError as exc:
@@ -208,7 +253,13 @@ class Hub:
             ]
             opening = asyncio.create_task(
                 RoomWriter.rebuild(
-                    room, self.store, self._publish, self._notify, self.clock, present
+                    room,
+                    self.store,
+                    self._publish,
+                    self._notify,
+                    self.clock,
+                    present,
+                    self.audit_key,
                 )
             )
             self._opening[room] = opening
@@ -217,6 +268,12 @@ class Hub:
         finally:
             if self._opening.get(room) is opening and opening.done():
                 del self._opening[room]
+        if self.handed_over:
+            # The rebuild began before the hand-over: give the room up too.
+            await writer.close()
+            with contextlib.suppress(BackendError):
+                await self.store.release(room, self.node)
+            raise Refused(ErrorCode.UNAVAILABLE, "this node is shutting down; retry")
         self._writers[room] = writer
         return writer
 
@@ -229,7 +286,7 @@ class Hub:
             await self.broker.publish(
                 NODE_CHANNEL.format(owner), encoder.encode(request)
             )
-            return await asyncio.wait_for(future, self._forward_timeout)
+            return await self._reply_or_new_owner(future, owner, room)
         except (TimeoutError, BackendError) as exc:
             self._owners.pop(room, None)
             raise Refused(
@@ -237,6 +294,56 @@ class Hub:
             ) from exc
         finally:
             self._waiting.pop(request_id, None)
+
+    async def _reply_or_new_owner(
+        self, future: asyncio.Future[Reply], owner: str, room: str
+    ) -> Reply:
+        # A node killed outright never answers, but its lease lapses within
+        # lease_ms. Looking at the lease while waiting sends the command to
+        # the next writer (this node, if its claim wins) as soon as there is
+        # one, instead of after the whole forward timeout. A node that
+        # released its leases and left is noticed within half a second.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._forward_timeout
+        interval = min(max(self._lease_ms / 4000, 0.05), LEASE_POLL_MAX)
+        while (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait({future}, timeout=min(interval, remaining))
+            if future.done():
+                return future.result()
+            if self.handed_over:
+                continue
+            try:
+                current = await self._look_at_lease(room)
+            except BackendError:
+                continue
+            if current != owner:
+                logger.debug(
+                    "room %s: owner %s silent, lease now held by %s",
+                    room,
+                    owner,
+                    current,
+                )
+                return NotOwner()
+        raise TimeoutError
+
+    async def _look_at_lease(self, room: str) -> str:
+        # Hundreds of commands may wait on one silent owner: a single claim
+        # in flight per room answers all of them.
+        look = self._lease_looks.get(room)
+        if look is None:
+            look = asyncio.create_task(
+                self.store.claim(room, self.node, self._lease_ms)
+            )
+            self._lease_looks[room] = look
+            look.add_done_callback(functools.partial(self._looked, room))
+        return await asyncio.shield(look)
+
+    def _looked(self, room: str, look: asyncio.Task[str]) -> None:
+        if self._lease_looks.get(room) is look:
+            del self._lease_looks[room]
+        if not look.cancelled():
+            # Read here too, for when every waiter has gone.
+            look.exception()
 
     def _on_node(self, data: bytes) -> None:
         try:

@@ -31,6 +31,7 @@ from client_sdk.protocol import (
     LessonEnded,
     LessonEvent,
     LessonView,
+    LinkedClass,
     Member,
     OpenQuestion,
     QuestionClosed,
@@ -42,6 +43,8 @@ from client_sdk.protocol import (
     SchoolScore,
     SchoolTally,
     ScoreRow,
+    SetStage,
+    StageChanged,
     StepActivity,
 )
 
@@ -55,7 +58,7 @@ GRACE_MS = 1000
 #: Students shown on the leaderboard of a reveal.
 LEADERBOARD_SIZE = 10
 
-HostAction = StepActivity | AskQuestion | CloseQuestion | Reveal | EndLesson
+HostAction = StepActivity | AskQuestion | CloseQuestion | Reveal | EndLesson | SetStage
 
 
 class AnswerRecord(msgspec.Struct, frozen=True):
@@ -109,6 +112,8 @@ class Lesson:
         self.current: int | None = None
         self.asked: Asked | None = None
         self.ended = False
+        #: The linked class every member sees, if one is on stage.
+        self.stage: LinkedClass | None = None
         self.answers: dict[int, dict[str, AnswerRecord]] = {}
         #: Each question's key, by number, for grading and the report.
         self.questions = {
@@ -144,6 +149,7 @@ class Lesson:
             ),
             question=question,
             ended=self.ended,
+            stage=self.stage,
         )
 
     def due(self) -> int | None:
@@ -196,6 +202,8 @@ class Lesson:
             return self._close(now, by_host=True)
         if isinstance(action, Reveal):
             return self._reveal()
+        if isinstance(action, SetStage):
+            return self._stage(action, now)
         return Outcome(events=[LessonEnded(room="", offset=0, epoch="", at=now)])
 
     def _step(self, action: StepActivity) -> Outcome:
@@ -209,6 +217,32 @@ class Lesson:
         return Outcome(
             events=[ActivityChanged(room="", offset=0, epoch="", at=0, activity=view)]
         )
+
+    def _stage(self, action: SetStage, now: int) -> Outcome:
+        if action.school is None:
+            if action.class_ is not None:
+                raise Refused(ErrorCode.INVALID, "a class needs its school", "school")
+            stage = None
+        else:
+            stage = next(
+                (
+                    linked
+                    for linked in self.plan.linked_classes()
+                    if linked.school == action.school
+                    and action.class_ in (None, linked.class_)
+                ),
+                None,
+            )
+            if stage is None:
+                raise Refused(
+                    ErrorCode.INVALID,
+                    f"no linked class {action.school!r}/{action.class_!r}",
+                    "class",
+                )
+        if stage == self.stage:
+            raise Refused(ErrorCode.INVALID, "that is already the stage", "school")
+        event = StageChanged(room="", offset=0, epoch="", at=now, stage=stage)
+        return Outcome(events=[event])
 
     def _ask(self, action: AskQuestion, now: int) -> Outcome:
         quiz = self._current_quiz()
@@ -436,6 +470,8 @@ class Lesson:
                 self.asked.revealed = True
         elif isinstance(event, LessonEnded):
             self.ended = True
+        elif isinstance(event, StageChanged):
+            self.stage = event.stage
 
     def record(self, record: AnswerRecord) -> None:
         """Keep a stored answer (also used when rebuilding from the store)."""

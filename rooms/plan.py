@@ -108,6 +108,8 @@ class LessonPlan(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
     id: RoomId | None = None
     lead_ms: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = DEFAULT_LEAD_MS
+    #: Students and classroom devices present at once; no limit when absent.
+    seats: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
 
     def questions(self) -> list[tuple[int, int, Question]]:
         """Every question with its activity index and index in that quiz."""

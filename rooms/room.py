@@ -35,6 +35,7 @@ from client_sdk.protocol import (
     DrillStarted,
     EndLesson,
     ErrorCode,
+    ExamNotice,
     FloorGranted,
     FloorReleased,
     GrantFloor,
@@ -55,13 +56,17 @@ from client_sdk.protocol import (
     RoomEvent,
     SchoolRoster,
     SetQueuePolicy,
+    SetStage,
     StartDrill,
     StepActivity,
     StopDrill,
     TurnCommand,
 )
 
+from .audit import LogEntry
 from .errors import Refused
+from .exam_room import ExamAction, ExamDesk, ExamOutcome, ExamReplyMessage
+from .exam_setup import ExamSetup
 from .lesson import AnswerRecord, HostAction, Lesson
 from .turns import Turns
 
@@ -84,8 +89,10 @@ TURN_EVENTS = (
     DrillEnded,
     MuteChanged,
 )
-HOST_ACTIONS = (StepActivity, AskQuestion, CloseQuestion, Reveal, EndLesson)
+HOST_ACTIONS = (StepActivity, AskQuestion, CloseQuestion, Reveal, EndLesson, SetStage)
 
+#: Roles that take one of a room's seats.
+SEATED_ROLES = frozenset({Role.STUDENT, Role.CLASSROOM})
 #: Roles that may send a broadcast to a whole room.
 BROADCAST_ROLES = frozenset({Role.TEACHER, Role.CO_TEACHER, Role.PROCTOR, Role.ADMIN})
 
@@ -95,6 +102,8 @@ class JoinRoom(msgspec.Struct, tag=True, frozen=True):
 
     member: Member
     session: str
+    #: The connection's network address, for the proctors of an exam.
+    address: str = ""
 
 
 class LeaveRoom(msgspec.Struct, tag=True, frozen=True):
@@ -132,7 +141,7 @@ class Tick(msgspec.Struct, tag=True, frozen=True):
     """A deadline of the room has come (a question's closing time)."""
 
 
-RoomCommand = JoinRoom | LeaveRoom | SendBroadcast | LessonAction | Tick
+RoomCommand = JoinRoom | LeaveRoom | SendBroadcast | LessonAction | ExamAction | Tick
 
 
 @dataclass(slots=True)
@@ -156,13 +165,23 @@ class Decision:
     results: list[tuple[str, AnswerResult]] = field(default_factory=list)
     #: Connections of this user are closed (they were removed).
     remove: str | None = None
+    #: Exam log entries to store before anything else, notices to send
+    #: after (to one user, or to the staff for ``None``), and a reply.
+    audit: list[LogEntry] = field(default_factory=list)
+    notices: list[tuple[str | None, ExamNotice]] = field(default_factory=list)
+    reply: ExamReplyMessage | None = None
 
 
 class Room:
     """The state of one room as its single writer sees it."""
 
     def __init__(
-        self, room_id: str, epoch: str, offset: int = 0, lesson: Lesson | None = None
+        self,
+        room_id: str,
+        epoch: str,
+        offset: int = 0,
+        lesson: Lesson | None = None,
+        exam: ExamSetup | None = None,
     ) -> None:
         self.id = room_id
         self.epoch = epoch
@@ -173,9 +192,16 @@ class Room:
         self.sessions: dict[str, set[str]] = {}
         self.away: dict[str, AwayMember] = {}
         self.removed: set[str] = set()
+        self.exam = ExamDesk(exam, self.sessions) if exam is not None else None
+        #: Students and classroom devices that may be present at once.
+        self.seats = lesson.plan.seats if lesson is not None else None
 
     def decide(self, command: RoomCommand, now: int) -> Decision:
         """The events ``command`` causes; raises :class:`Refused` if none may."""
+        if self.exam is not None:
+            return self._decide_exam(self.exam, command, now)
+        if isinstance(command, ExamAction):
+            raise Refused(ErrorCode.INVALID, "this room is not an exam", "room")
         if isinstance(command, JoinRoom):
             return self._decide_join(command, now)
         if isinstance(command, LeaveRoom):
@@ -192,16 +218,46 @@ class Room:
 
     def due(self) -> int | None:
         """The server time at which the writer must send a :class:`Tick`."""
+        if self.exam is not None:
+            return self.exam.due()
         if self.lesson is None or self.turns is None:
             return None
         times = [t for t in (self.lesson.due(), self.turns.due()) if t is not None]
         return min(times, default=None)
 
+    def _decide_exam(self, desk: ExamDesk, command: RoomCommand, now: int) -> Decision:
+        # An exam changes its desk as it decides (its log entries are its
+        # state); the writer stores them first, and rebuilds on a failure.
+        if isinstance(command, ExamAction):
+            if command.actor.user not in self.members:
+                raise Refused(ErrorCode.NOT_JOINED, "join the room first", "room")
+            return _merge(Decision(), desk.command(command, now))
+        if isinstance(command, Tick):
+            return _merge(Decision(), desk.tick(now))
+        if isinstance(command, JoinRoom):
+            if not desk.may_enter(command.member):
+                raise Refused(
+                    ErrorCode.FORBIDDEN, "you are not on this exam's roster", "room"
+                )
+            user = command.member.user
+            before = len(self.sessions.get(user, ()))
+            away = self.away.get(user)
+            decision = self._decide_join(command, now)
+            was_away = away is not None and away.reason is LeaveReason.DISCONNECTED
+            outcome = desk.joined(
+                command.member, before, was_away, command.address, now
+            )
+            return _merge(decision, outcome)
+        if isinstance(command, LeaveRoom):
+            held = self.sessions.get(command.user, set()) - {command.session}
+            decision = self._decide_leave(command, now)
+            dropped = command.reason is LeaveReason.DISCONNECTED
+            return _merge(decision, desk.left(command.user, len(held), dropped, now))
+        raise Refused(ErrorCode.INVALID, "an exam room takes no such command", "type")
+
     def present_students(self) -> int:
         """Students and classroom devices present now."""
-        return sum(
-            1 for m in self.members.values() if m.role in (Role.STUDENT, Role.CLASSROOM)
-        )
+        return sum(1 for m in self.members.values() if m.role in SEATED_ROLES)
 
     def tally(self) -> AnswerTally | None:
         """The teachers' running tally of the open question, if any."""
@@ -412,6 +468,17 @@ class Room:
             raise Refused(
                 ErrorCode.FORBIDDEN, "a teacher removed you from this room", "room"
             )
+        # The room's single writer counts the seats, so the limit holds
+        # whichever node the joins come through. Staff never take a seat.
+        if (
+            self.seats is not None
+            and member.role in SEATED_ROLES
+            and member.user not in self.members
+            and self.present_students() >= self.seats
+        ):
+            raise Refused(
+                ErrorCode.ROOM_FULL, f"all {self.seats} seats are taken", "room"
+            )
         decision = Decision(attach=(member.user, command.session))
         if self.members.get(member.user) != member:
             decision.events.append(
@@ -467,6 +534,14 @@ class Room:
         )
         key = f"{sender.user}:{command.command_id}"
         return Decision(events=[event], dedupe_key=key)
+
+
+def _merge(decision: Decision, outcome: ExamOutcome) -> Decision:
+    decision.audit = outcome.entries
+    decision.notices = outcome.notices
+    decision.reply = outcome.reply
+    decision.duplicate = outcome.duplicate
+    return decision
 
 
 def group_roster(

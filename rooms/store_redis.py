@@ -28,12 +28,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from .backends import mask_url
 from .errors import BackendError, ConfigError, StaleWriter
+from .redis_pool import command_client
 from .store import AppendResult, RoomHead, Store, new_epoch
 
 logger = logging.getLogger(__name__)
@@ -141,12 +140,10 @@ class RedisStore(Store):
                 raise ConfigError("history_limit must be at least 1", history_limit)
             self.history_limit = history_limit
         self._where = mask_url(url)
-        # A few quick retries ride over a pooled connection that Redis
-        # closed (a restart, an idle timeout); every script is safe to run
-        # twice. Longer outages surface as BackendError.
-        retry = Retry(ExponentialWithJitterBackoff(cap=0.25, base=0.01), 3)
+        # Every script is safe to run twice, as the client's retries may.
+        # Longer outages surface as BackendError.
         try:
-            self._redis: Redis = Redis.from_url(url, retry=retry)
+            self._redis: Redis = command_client(url)
         except ValueError as exc:
             raise ConfigError("bad Redis URL", self._where) from exc
         self._open_room = self._redis.register_script(_OPEN_ROOM)

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import msgspec
 
-from client_sdk.protocol import ErrorCode, LessonView, SchoolRoster
+from client_sdk.protocol import (
+    ErrorCode,
+    ExamState,
+    LessonView,
+    ProctorView,
+    SchoolRoster,
+)
 
 from .room import RoomCommand
 
@@ -37,11 +43,17 @@ class RefusedReply(msgspec.Struct, tag=True, frozen=True):
     field: str | None = None
 
 
+class ExamReply(msgspec.Struct, tag=True, frozen=True):
+    """An exam command's answer for the one connection that sent it."""
+
+    message: ExamState | ProctorView
+
+
 class NotOwner(msgspec.Struct, tag=True, frozen=True):
     """The node asked does not own the room (any more); ask the store again."""
 
 
-Reply = JoinReply | AppendReply | RefusedReply | NotOwner
+Reply = JoinReply | AppendReply | ExamReply | RefusedReply | NotOwner
 
 
 class Request(msgspec.Struct, tag=True, frozen=True):

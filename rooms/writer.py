@@ -22,12 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.protocol import (
     AnswerResult,
     AnswerTally,
     CloseCode,
     Departure,
+    ExamNotice,
     LeaveReason,
     LessonView,
     Member,
@@ -36,12 +38,15 @@ from client_sdk.protocol import (
     RoomEvent,
 )
 
+from .audit import LogEntry
 from .errors import BackendError, Refused
+from .exam_room import AUDIT, CHECKPOINTS, key_for
+from .exam_setup import EXAM, ExamSetup
 from .lesson import AnswerRecord, Lesson
 from .plan import LessonPlan
 from .room import Decision, JoinRoom, LeaveRoom, Room, RoomCommand, Tick
 from .store import Store
-from .wire import AppendReply, JoinReply, RefusedReply, Reply
+from .wire import AppendReply, ExamReply, JoinReply, RefusedReply, Reply
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ event_encoder = msgspec.msgpack.Encoder()
 event_decoder = msgspec.msgpack.Decoder(RoomEvent)
 record_decoder = msgspec.msgpack.Decoder(AnswerRecord)
 plan_decoder = msgspec.msgpack.Decoder(LessonPlan)
+setup_decoder = msgspec.msgpack.Decoder(ExamSetup)
+entry_decoder = msgspec.msgpack.Decoder(LogEntry)
 
 #: Collection of a room's answers in the store, and the document kind of a
 #: lesson's plan.
@@ -56,9 +63,10 @@ ANSWERS = "answers"
 LESSON = "lesson"
 #: Shortest time between two tallies sent to the teachers of one room.
 TALLY_INTERVAL = 0.25
-#: From this many members on, arrivals and departures are gathered into
-#: one presence event per window: each event goes to every member, so one
-#: per arrival costs the square of the room's size.
+#: From this many members (present or gone away) on, arrivals and
+#: departures are gathered into one presence event per window: each event
+#: goes to every member, so one per arrival costs the square of the room's
+#: size.
 PRESENCE_BATCH_FROM = 50
 PRESENCE_WINDOW = 0.25
 
@@ -75,7 +83,7 @@ class Notice:
     """
 
     room: str
-    message: AnswerTally | AnswerResult | None
+    message: AnswerTally | AnswerResult | ExamNotice | None
     user: str | None = None
     close: int | None = None
 
@@ -94,7 +102,9 @@ async def load_room(store: Store, room_id: str) -> Room:
     lesson = None
     if document is not None:
         lesson = Lesson(room_id, plan_decoder.decode(document))
-    room = Room(room_id, head.epoch, lesson=lesson)
+    exam_document = await store.load_document(EXAM, room_id)
+    exam = None if exam_document is None else setup_decoder.decode(exam_document)
+    room = Room(room_id, head.epoch, lesson=lesson, exam=exam)
     if frames is None:
         # History was trimmed: older presence is unknown, so the room
         # starts empty at its current offset.
@@ -107,6 +117,10 @@ async def load_room(store: Store, room_id: str) -> Room:
         for frame in frames:
             room.replay(event_decoder.decode(frame))
     room.offset = head.offset
+    if room.exam is not None:
+        entries = await store.load_records(room_id, AUDIT)
+        for key in sorted(entries):
+            room.exam.replay(entry_decoder.decode(entries[key]))
     if lesson is not None:
         records = await store.load_records(room_id, ANSWERS)
         for data in records.values():
@@ -129,6 +143,7 @@ class RoomWriter:
         publish: Publish,
         notify: Notify,
         clock: Callable[[], int],
+        audit_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.room = room
         self.lock = asyncio.Lock()
@@ -138,6 +153,7 @@ class RoomWriter:
         self._publish = publish
         self._notify = notify
         self._clock = clock
+        self._audit_key = audit_key
         self._used = time.monotonic()
         self._pending: list[AnswerRecord] = []
         self._group: asyncio.Future[None] | None = None
@@ -160,6 +176,7 @@ class RoomWriter:
         notify: Notify,
         clock: Callable[[], int],
         present: Sequence[JoinRoom] = (),
+        audit_key: Ed25519PrivateKey | None = None,
     ) -> RoomWriter:
         """Load a room from the store and mark members nobody holds as gone.
 
@@ -167,7 +184,7 @@ class RoomWriter:
         are in it still, whatever the history says.
         """
         room = await load_room(store, room_id)
-        writer = cls(room, store, publish, notify, clock)
+        writer = cls(room, store, publish, notify, clock, audit_key)
         for join in present:
             try:
                 await writer._commit(room.decide(join, clock()))
@@ -190,7 +207,15 @@ class RoomWriter:
 
     def lesson_view(self) -> LessonView | None:
         """The lesson snapshot for a joining client, if this room is a lesson."""
-        return self.room.lesson.view() if self.room.lesson else None
+        lesson, turns = self.room.lesson, self.room.turns
+        if lesson is None:
+            return None
+        view = lesson.view()
+        if turns is None:
+            return view
+        return msgspec.structs.replace(
+            view, policy=turns.policy, queue=turns.queue(), floor=turns.floor
+        )
 
     async def close(self) -> None:
         """Stop the deadline timer and the tally; let queued answers store."""
@@ -218,6 +243,8 @@ class RoomWriter:
                 else:
                     reply = await self._commit(decision)
                     self._after(decision)
+                if decision.reply is not None:
+                    return ExamReply(decision.reply)
                 if isinstance(command, JoinRoom):
                     return JoinReply(
                         self.room.epoch,
@@ -235,10 +262,14 @@ class RoomWriter:
         return AppendReply(duplicate=decision.duplicate)
 
     def _batchable(self, command: RoomCommand, decision: Decision) -> bool:
+        # Those who went away count too: after a failover or a drain the
+        # rebuilt room has marked everyone away, and all of them come back
+        # within seconds.
         return (
             isinstance(command, JoinRoom | LeaveRoom)
-            and len(self.room.members) >= PRESENCE_BATCH_FROM
+            and len(self.room.members) + len(self.room.away) >= PRESENCE_BATCH_FROM
             and all(isinstance(e, MemberJoined | MemberLeft) for e in decision.events)
+            and not decision.audit
         )
 
     def _gather_presence(self, decision: Decision) -> None:
@@ -323,6 +354,8 @@ class RoomWriter:
                     del self._unstored[key]
 
     async def _commit(self, decision: Decision) -> AppendReply:
+        if decision.audit:
+            await self._store_audit(decision.audit)
         if not decision.events:
             self.room.apply(decision)
             return AppendReply()
@@ -341,6 +374,8 @@ class RoomWriter:
         return AppendReply(first)
 
     def _after(self, decision: Decision) -> None:
+        for user, notice in decision.notices:
+            self._notify(Notice(self.room.id, notice, user=user))
         for user, result in decision.results:
             self._notify(Notice(self.room.id, result, user=user))
         if decision.remove is not None:
@@ -355,6 +390,24 @@ class RoomWriter:
         if decision.events:
             self._schedule_tally()
         self._arm()
+
+    async def _store_audit(self, entries: list[LogEntry]) -> None:
+        # The log is the exam's state: it is stored before any event, reply
+        # or notice of the command, and a failure here breaks the writer.
+        await self._store.save_records(
+            self.room.id,
+            AUDIT,
+            [(key_for(e.seq), event_encoder.encode(e)) for e in entries],
+        )
+        desk = self.room.exam
+        if desk is None or self._audit_key is None or not desk.checkpoint_due():
+            return
+        point = desk.chain.checkpoint(self._audit_key, self._clock())
+        await self._store.save_records(
+            self.room.id,
+            CHECKPOINTS,
+            [(key_for(point.seq), event_encoder.encode(point))],
+        )
 
     def _arm(self) -> None:
         due = self.room.due()

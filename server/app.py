@@ -35,8 +35,9 @@ from rooms.errors import BackendError
 from rooms.hub import Hub
 from rooms.store import Store
 
-from . import api, metrics
+from . import api, exam_api, metrics, web
 from .auth import TokenRefused, verify
+from .exams import load_or_create_audit_key
 from .media_hub import MediaHub
 from .session import Session
 from .settings import Settings
@@ -44,6 +45,12 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0
+#: The share of the drain time kept for handing rooms over.
+DRAIN_HANDOVER_SHARE = 0.25
+#: The share of the drain time given to the reverse proxy to notice, and
+#: its longest.
+DRAIN_NOTICE_SHARE = 0.1
+DRAIN_NOTICE_MAX = 2.0
 
 
 @dataclass
@@ -57,6 +64,55 @@ class Node:
     media: MediaHub
     stats: metrics.Stats = field(default_factory=metrics.Stats)
     sessions: set[Session] = field(default_factory=set)
+    #: Set by :meth:`drain`: the node takes no new connection.
+    draining: bool = False
+
+    async def drain(self) -> None:
+        """Leave the cluster in good order, within ``settings.drain_seconds``.
+
+        New connections are refused (1013) and ``/readyz`` fails, so that
+        the reverse proxy sends clients elsewhere. Each connection is closed
+        with 1012 once its command under way is answered, and its clients
+        reconnect to another node; meanwhile this node still writes its
+        rooms, so their rejoins forwarded here are served. Then the rooms'
+        leases are released, and the next command for each room makes
+        another node its writer at once, not after the lease lapses.
+        """
+        if self.draining:
+            return
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_seconds
+        logger.info(
+            "node %s draining: %d connections, %d rooms",
+            self.hub.node,
+            len(self.sessions),
+            self.hub.rooms_owned,
+        )
+        # First a notice: /readyz fails while every connection is still
+        # served, so that the reverse proxy sends the clients that are
+        # about to reconnect to another node rather than back here.
+        if self.sessions:
+            await asyncio.sleep(
+                min(self.settings.drain_seconds * DRAIN_NOTICE_SHARE, DRAIN_NOTICE_MAX)
+            )
+        for session in list(self.sessions):
+            session.drain(CloseCode.SERVICE_RESTART, "node shutting down; reconnect")
+        # Keep a share of the time for storing what the writers hold.
+        until = deadline - self.settings.drain_seconds * DRAIN_HANDOVER_SHARE
+        for _ in range(int(self.settings.drain_seconds / 0.05) + 1):
+            if not self.sessions or loop.time() >= until:
+                break
+            await asyncio.sleep(0.05)
+        if self.sessions:
+            logger.warning(
+                "node %s: %d connections still open", self.hub.node, len(self.sessions)
+            )
+        try:
+            async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                await self.hub.hand_over()
+        except TimeoutError:
+            logger.warning("node %s: rooms not all handed over in time", self.hub.node)
 
 
 def choose_subprotocol(offered: list[str]) -> str | None:
@@ -120,7 +176,11 @@ async def websocket_endpoint(websocket: WebSocket, asgi_send: Send) -> None:
     refusal: TokenRefused | None = None
     claims = None
 
-    if subprotocol is None:
+    if node.draining:
+        refusal = TokenRefused(
+            CloseCode.TRY_AGAIN_LATER, "node shutting down; connect to another"
+        )
+    elif subprotocol is None:
         refusal = TokenRefused(
             CloseCode.SUBPROTOCOL_UNSUPPORTED,
             "offer lophoc.v1.msgpack or lophoc.v1.json",
@@ -186,8 +246,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Broker and store both answer; otherwise 503 naming what failed."""
+    """Broker and store both answer; otherwise 503 naming what failed.
+
+    A draining node answers 503 too: it takes no new connection.
+    """
     node: Node = request.app.state.node
+    if node.draining:
+        return JSONResponse({"status": "draining"}, 503)
     failed: dict[str, str] = {}
     for name, backend in (("broker", node.broker), ("store", node.store)):
         try:
@@ -231,7 +296,13 @@ def create_app(settings: Settings) -> Starlette:
         store = open_store(settings.store_url, data_dir)
         await store.connect()
         await broker.connect()
-        hub = Hub(broker, store, node=settings.node or None, lease_ms=settings.lease_ms)
+        hub = Hub(
+            broker,
+            store,
+            node=settings.node or None,
+            lease_ms=settings.lease_ms,
+            audit_key=load_or_create_audit_key(data_dir),
+        )
         await hub.start()
         # Everything allocated at startup lives as long as the process: out of
         # the collector's sight, a full collection under load (a quiz burst)
@@ -276,6 +347,8 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", metrics_endpoint),
             WebSocketRoute("/ws", WebSocketEndpoint()),
             *api.routes,
+            *exam_api.routes,
+            *web.routes,
         ],
         lifespan=lifespan,
     )

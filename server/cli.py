@@ -24,8 +24,9 @@ from client_sdk.protocol import Role
 from rooms.backends import open_broker, open_store
 from rooms.errors import LophocError
 
-from . import auth
+from . import auth, demo
 from .cli_audit import add_audit_commands
+from .cli_exams import add_exam_commands
 from .cli_lessons import add_lesson_commands
 from .settings import Settings, load_settings
 
@@ -62,6 +63,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         "data_dir": getattr(args, "data_dir", None),
         "allowed_origins": getattr(args, "allowed_origin", None),
         "node": getattr(args, "node", None),
+        "drain_seconds": getattr(args, "drain_seconds", None),
         "log_level": getattr(args, "log_level", None),
     }
     return load_settings(args.config, overrides)
@@ -71,8 +73,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .drain import DrainingServer
 
     settings = _settings_from(args).with_secret()
+    links = demo.prepare(settings) if args.demo else []
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -96,7 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # After uvicorn.Config, which configures its loggers.
     logging.getLogger("uvicorn.error").addFilter(RedactTokens())
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app)
     host = (
         "localhost"
         if settings.host in ("127.0.0.1", "0.0.0.0", "::")
@@ -106,9 +110,12 @@ def _serve(args: argparse.Namespace) -> int:
         f"lophoc listening on http://{host}:{settings.port}/\n"
         f"  WebSocket: ws://{host}:{settings.port}/ws?room=ROOM&token=TOKEN\n"
         f"  a token:   lophoc token --role teacher --user t1 --room demo "
-        f"--data-dir {settings.data_dir}",
+        f"--data-dir {settings.data_dir}\n"
+        f"  pages:     http://{host}:{settings.port}/web/",
         flush=True,
     )
+    if links:
+        print(demo.describe(links, f"http://{host}:{settings.port}"), flush=True)
     server.run()
     return 0
 
@@ -198,6 +205,12 @@ def _add_node(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--node", help="name of this node in logs and metrics")
     parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        help="on SIGTERM, how long the node may take to hand its clients and "
+        "rooms to other nodes before it exits (default 10)",
+    )
+    parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level"
     )
 
@@ -220,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     _add_backends(serve)
     _add_node(serve)
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="create a demo lesson and print signed-in links to its pages "
+        "(for a local trial only)",
+    )
     serve.set_defaults(run=_serve)
 
     token = commands.add_parser(
@@ -274,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lesson_commands(commands, _settings_from, _add_common, _add_backends)
     add_audit_commands(commands)
+    add_exam_commands(commands, _settings_from, _add_common, _add_backends)
     return parser
 
 

@@ -40,30 +40,45 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-def _create(args: argparse.Namespace, settings: Settings) -> int:
-    path = Path(args.file)
+def create_from_file(
+    path: Path,
+    what: str,
+    settings: Settings,
+    make: Callable[[Store, bytes, str], Awaitable[object]],
+) -> int:
+    """Create a lesson or exam from the file at ``path``; print it as JSON.
+
+    ``make`` gets the store, the file's bytes and its name; a bad file's
+    problems are printed with their paths, and a taken id is refused.
+    """
     try:
         text = path.read_bytes()
     except OSError as exc:
         print(f"lophoc: cannot read {path}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        created = _with_store(
-            settings,
-            lambda store: lessons.create_lesson(
-                store, settings.secret, text, path.name
-            ),
-        )
+        created = _with_store(settings, lambda store: make(store, text, path.name))
     except PlanError as exc:
-        print(f"lophoc: {path} is not a valid lesson:", file=sys.stderr)
+        print(f"lophoc: {path} is not a valid {what}:", file=sys.stderr)
         for where, message in exc.problems:
             print(f"  {where or 'file'}: {message}", file=sys.stderr)
         return 2
-    except lessons.LessonExists as exc:
+    except ValueError as exc:
         print(f"lophoc: {exc}", file=sys.stderr)
         return 2
     print(msgspec.json.format(msgspec.json.encode(created)).decode())
     return 0
+
+
+def _create(args: argparse.Namespace, settings: Settings) -> int:
+    return create_from_file(
+        Path(args.file),
+        "lesson",
+        settings,
+        lambda store, text, name: lessons.create_lesson(
+            store, settings.secret, text, name
+        ),
+    )
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
@@ -101,24 +116,27 @@ def _join(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_lesson_commands(
+Run = Callable[[argparse.Namespace, Settings], int]
+
+
+def command_group(
     commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    help_text: str,
+    description: str,
     settings_from: SettingsFrom,
     add_common: Callable[[argparse.ArgumentParser], None],
     add_backends: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Add ``lophoc lesson create|report|join`` to the command's parser."""
-    lesson = commands.add_parser(
-        "lesson",
-        help="create lessons and read their reports",
-        description="Create a lesson from a file, read its report, or turn "
-        "a join code into a student token.",
-    )
-    actions = lesson.add_subparsers(dest="action", required=True)
+) -> Callable[[str, str, Run], argparse.ArgumentParser]:
+    """Add ``lophoc <name>``; return a maker of its subcommands.
 
-    def command(
-        name: str, help_text: str, run: Callable[[argparse.Namespace, Settings], int]
-    ) -> argparse.ArgumentParser:
+    Each subcommand takes the common and backend options and runs with the
+    settings they make, the token key filled in.
+    """
+    group = commands.add_parser(name, help=help_text, description=description)
+    actions = group.add_subparsers(dest="action", required=True)
+
+    def command(name: str, help_text: str, run: Run) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(
             name, help=help_text, description=help_text
         )
@@ -129,6 +147,26 @@ def add_lesson_commands(
         )
         return parser
 
+    return command
+
+
+def add_lesson_commands(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    settings_from: SettingsFrom,
+    add_common: Callable[[argparse.ArgumentParser], None],
+    add_backends: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Add ``lophoc lesson create|report|join`` to the command's parser."""
+    command = command_group(
+        commands,
+        "lesson",
+        "create lessons and read their reports",
+        "Create a lesson from a file, read its report, or turn a join code "
+        "into a student token.",
+        settings_from,
+        add_common,
+        add_backends,
+    )
     create = command(
         "create",
         "Check and store a lesson file (YAML or JSON); print its tokens and "

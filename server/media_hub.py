@@ -4,7 +4,8 @@ Each lesson room with a media participant on this node gets a
 :class:`media.relay.MediaRoom`. A :class:`RoomMedia` follows the room's
 events like any local listener: it keeps its own copy of the room's state,
 and on every change of the floor, the teachers present or the mutes, it
-tells the relay who is heard. A granted turn starts a recording of its
+tells the relay who is heard and who sees which video (the host, the
+linked classes, the class on stage). A granted turn starts a recording of its
 speaker, a released turn ends it.
 
 Known limit: a room's media lives on the node where its participants'
@@ -35,6 +36,7 @@ from media.floor import speakers
 from media.ice import IceServer
 from media.recorder import RecordingKind
 from media.relay import MediaRoom
+from media.viewing import video_routes
 from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
 from rooms.room import Room
@@ -81,11 +83,12 @@ class RoomMedia:
     # Steering ---------------------------------------------------------------
 
     async def steer(self) -> None:
-        """Forward exactly the speakers the room's state allows."""
-        turns = self.room.turns
-        if turns is None:
+        """Forward exactly the speakers and the video the room's state allows."""
+        turns, lesson = self.room.turns, self.room.lesson
+        if turns is None or lesson is None:
             return
-        host = self.room.lesson.plan.host.user if self.room.lesson else None
+        host = lesson.plan.host.user
+        self.relay.set_video(video_routes(self.room.members, host, lesson.stage))
         heard = [
             user
             for user in speakers(turns, self.room.members, host)

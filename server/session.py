@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import secrets
@@ -31,6 +32,7 @@ from client_sdk.protocol import (
     CloseCode,
     Error,
     ErrorCode,
+    ExamCommand,
     Hello,
     Join,
     Joined,
@@ -59,6 +61,7 @@ from rooms.room import JoinRoom, LeaveRoom, LessonAction, SendBroadcast
 from rooms.wire import AppendReply, JoinReply, RefusedReply, Reply
 
 from .auth import Claims
+from .exam_session import exam_command
 from .media_hub import MediaHub
 from .metrics import Stats
 from .settings import Settings
@@ -72,6 +75,8 @@ PROBE_INTERVAL = 15.0
 STAFF_ROLES = frozenset({Role.TEACHER, Role.CO_TEACHER, Role.PROCTOR, Role.ADMIN})
 RATE_STRIKE_RESET = 1.0
 CLOSE_TIMEOUT = 2.0
+#: Refusals after which a join may still have reached the room's writer.
+UNSURE_ERRORS = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL})
 
 
 @dataclass(slots=True)
@@ -130,6 +135,10 @@ class Session:
         self._stats = stats
         self._member = claims.member()
         self._rooms: dict[str, _Membership] = {}
+        #: Rooms whose join failed in a way that may have reached the writer
+        #: (a rebuilt writer counts this connection's pending joins present):
+        #: the connection's end leaves them too.
+        self._unsure: set[str] = set()
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.send_queue)
         self._bucket = _TokenBucket(settings.messages_per_second, settings.burst)
         self._strikes = 0
@@ -141,6 +150,10 @@ class Session:
         self._probes: dict[str, float] = {}
         self._rtts: collections.deque[int] = collections.deque(maxlen=5)
         self._closer: asyncio.Task[None] | None = None
+        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def __repr__(self) -> str:
         return f"<Session {self.id} user={self.claims.user} role={self.claims.role}>"
@@ -155,7 +168,7 @@ class Session:
         try:
             await asyncio.wait({self._reader})
         finally:
-            tasks = [sender] + ([self._prober] if self._prober else [])
+            tasks = [sender] + [t for t in (self._prober, self._drainer) if t]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -196,7 +209,11 @@ class Session:
                 return
             if kind != "websocket.receive":
                 continue
-            await self._on_frame(message)
+            self._idle.clear()
+            try:
+                await self._on_frame(message)
+            finally:
+                self._idle.set()
 
     async def _send_loop(self) -> None:
         # Frames go straight to the ASGI server's send callable: Starlette's
@@ -229,6 +246,28 @@ class Session:
         logger.info("session %s: closing with %d (%s)", self.id, code.value, reason)
         self._closer = asyncio.create_task(self._close(code, reason))
 
+    def drain(self, code: CloseCode, reason: str) -> None:
+        """Close with ``code`` once the command under way is answered.
+
+        Commands that arrive meanwhile are not served: the client sends them
+        again, under the same ids, on its next connection.
+        """
+        if self._draining or self._closing:
+            return
+        self._draining = True
+        self._drainer = asyncio.create_task(self._close_when_idle(code, reason))
+
+    async def _close_when_idle(self, code: CloseCode, reason: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._idle.wait()
+                # The last reply must leave before the close frame does.
+                for _ in range(int(CLOSE_TIMEOUT / 0.01)):
+                    if self._queue.empty():
+                        break
+                    await asyncio.sleep(0.01)
+        self.close_soon(code, reason)
+
     async def _close(self, code: CloseCode, reason: str) -> None:
         # Known shortcoming: a client that stopped reading never takes the
         # close frame, and ASGI offers no way to abort the socket, so its TCP
@@ -247,6 +286,8 @@ class Session:
     async def _leave_all(self) -> None:
         rooms = list(self._rooms)
         self._rooms.clear()
+        unsure = [room for room in self._unsure if room not in rooms]
+        self._unsure.clear()
         if self._media is not None:
             for room in list(self._media_rooms):
                 try:
@@ -256,6 +297,7 @@ class Session:
             self._media_rooms.clear()
         for room in rooms:
             await self._hub.unlisten(room, self)
+        rooms += unsure
         results = await asyncio.gather(
             *(
                 self._hub.submit(
@@ -333,6 +375,8 @@ class Session:
     # Receiving -------------------------------------------------------------
 
     async def _on_frame(self, message: MutableMapping[str, Any]) -> None:
+        if self._draining:
+            return
         frame = message.get("bytes")
         if frame is None:
             text = message.get("text") or ""
@@ -408,6 +452,9 @@ class Session:
             await self._broadcast(command)
         elif isinstance(command, ProbeReply):
             self._probe_answered(command)
+        elif isinstance(command, ExamCommand):
+            joined = command.room in self._rooms
+            self._send(await exam_command(self._hub, self._member, joined, command))
         elif isinstance(command, MediaOffer | MediaCandidate | MediaLeave):
             await self._media_command(command)
         else:
@@ -507,13 +554,21 @@ class Session:
         try:
             await self._hub.listen(room, self)
             reply = await self._hub.submit(
-                room, JoinRoom(member=self._member, session=self.id)
+                room,
+                JoinRoom(
+                    member=self._member,
+                    session=self.id,
+                    address=self._ws.client.host if self._ws.client else "",
+                ),
             )
             joined = self._expect(reply, JoinReply, command.id)
-        except BaseException:
+        except BaseException as exc:
             self._rooms.pop(room, None)
             await self._hub.unlisten(room, self)
+            if not isinstance(exc, Refused) or exc.code in UNSURE_ERRORS:
+                self._unsure.add(room)
             raise
+        self._unsure.discard(room)
 
         missed = None
         if (

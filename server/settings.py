@@ -67,6 +67,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: is closed.
     max_bad_frames: Positive = 20
     lease_ms: Positive = 10_000
+    #: On SIGTERM: seconds the node may take to send its clients elsewhere
+    #: and hand its rooms over before it exits.
+    drain_seconds: PositiveFloat = 10.0
     #: STUN and TURN servers for WebRTC audio, as ``[[lophoc.ice_servers]]``
     #: tables with ``urls`` (and ``username``, ``credential`` for TURN).
     ice_servers: list[IceServerSetting] = msgspec.field(default_factory=list)

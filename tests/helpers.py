@@ -31,6 +31,9 @@ class RedisProcess:
     server go away and come back at the same address.
     """
 
+    #: redis-server options about keeping data; a subclass may keep it.
+    persistence: tuple[str, ...] = ("--save", "", "--appendonly", "no")
+
     def __init__(self, directory: pathlib.Path, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -63,10 +66,7 @@ class RedisProcess:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
+                *self.persistence,
                 "--dir",
                 str(self.directory),
                 "--logfile",

@@ -28,6 +28,21 @@ from .core import (
     Pong,
     PresenceChanged,
 )
+from .exam import *  # noqa: F403
+from .exam import (
+    ExamFetch,
+    ExamNotice,
+    ExamState,
+    ExamWarning,
+    IncidentRaised,
+    ProctorCommand,
+    ProctorView,
+    ReportSignal,
+    SaveExamAnswer,
+    SeatChanged,
+    SubmitExam,
+    WatchExam,
+)
 from .lesson import *  # noqa: F403
 from .lesson import (
     ActivityChanged,
@@ -46,6 +61,8 @@ from .lesson import (
     QuestionRevealed,
     RemoveMember,
     Reveal,
+    SetStage,
+    StageChanged,
     StepActivity,
 )
 from .media import *  # noqa: F403
@@ -80,6 +97,7 @@ ClientMessage: TypeAlias = (
     | Reveal
     | EndLesson
     | RemoveMember
+    | SetStage
     | ProbeReply
     | RaiseHand
     | LowerHand
@@ -92,6 +110,12 @@ ClientMessage: TypeAlias = (
     | MediaOffer
     | MediaCandidate
     | MediaLeave
+    | ExamFetch
+    | SaveExamAnswer
+    | SubmitExam
+    | ReportSignal
+    | WatchExam
+    | ProctorCommand
 )
 RoomEvent: TypeAlias = (
     MemberJoined
@@ -103,6 +127,7 @@ RoomEvent: TypeAlias = (
     | QuestionClosed
     | QuestionRevealed
     | LessonEnded
+    | StageChanged
     | HandQueue
     | FloorGranted
     | FloorReleased
@@ -122,4 +147,12 @@ ServerMessage: TypeAlias = (
     | LessonSnapshot
     | Probe
     | MediaAnswer
+    | ExamState
+    | ProctorView
+    | SeatChanged
+    | IncidentRaised
+    | ExamWarning
 )
+#: Every notice a room's writer may send (the lesson's and the exam's):
+#: messages for some members only, with no offset.
+AnyNotice: TypeAlias = AnswerTally | AnswerResult | LessonSnapshot | Probe | ExamNotice

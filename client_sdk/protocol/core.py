@@ -72,6 +72,8 @@ class ErrorCode(enum.StrEnum):
     CLOSED = "closed"
     #: The room's owner could not be reached in time; retry with the same id.
     UNAVAILABLE = "unavailable"
+    #: Every seat of the room is taken; a join may succeed once someone leaves.
+    ROOM_FULL = "room_full"
     #: Anything else went wrong on the server; retry with the same id.
     INTERNAL = "internal"
 
@@ -87,6 +89,9 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     #: The node is restarting or shutting down; reconnect (to any node).
     SERVICE_RESTART = 1012
+    #: The node is draining and takes no new connection; try again, and a
+    #: reverse proxy will send the client to another node.
+    TRY_AGAIN_LATER = 1013
     #: No token in the handshake.
     TOKEN_MISSING = 4001
     #: The token is malformed, wrongly signed or uses a refused algorithm.

@@ -21,6 +21,7 @@ from typing import Annotated, TypeAlias
 import msgspec
 
 from .core import Command, Event, RoomId
+from .turns import QueueEntry, QueuePolicy, Turn
 
 #: A question number within a lesson, counted from 1 in plan order.
 QuestionNumber = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
@@ -101,6 +102,14 @@ class LessonView(msgspec.Struct, frozen=True, omit_defaults=True):
     activity: ActivityView | None = None
     question: OpenQuestion | None = None
     ended: bool = False
+    #: The hand queue in order and its policy, as the last ``hand_queue``
+    #: event had them, so that a page opened mid-lesson shows the same queue.
+    policy: QueuePolicy | None = None
+    queue: list[QueueEntry] | None = None
+    #: The turn in progress, as its ``floor_granted`` event had it.
+    floor: Turn | None = None
+    #: The class whose camera every member sees, as ``stage_changed`` had it.
+    stage: LinkedClass | None = None
 
 
 class SchoolTally(msgspec.Struct, frozen=True):
@@ -182,6 +191,21 @@ class EndLesson(Command, tag="end_lesson"):
     room: RoomId
 
 
+class SetStage(Command, tag="stage"):
+    """Host: put one linked class on stage, or (no school) take it off.
+
+    The class on stage is seen by everyone: its classroom camera, and the
+    cameras of its students, go to every member's video slots. ``class``
+    may be left out when the school links a single class.
+    """
+
+    room: RoomId
+    school: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    class_: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = (
+        msgspec.field(default=None, name="class")
+    )
+
+
 class RemoveMember(Command, tag="remove"):
     """Host, or the co-teacher of the member's school: send ``user`` away."""
 
@@ -248,6 +272,12 @@ class LessonEnded(Event, tag="lesson_ended"):
     """The host ended the lesson."""
 
 
+class StageChanged(Event, tag="stage_changed"):
+    """The class on stage now; absent: no class is on stage."""
+
+    stage: LinkedClass | None = None
+
+
 # Notices: not room events, no offset, sent to some members only ------------
 
 
@@ -297,8 +327,14 @@ LessonCommand: TypeAlias = (
     | Reveal
     | EndLesson
     | RemoveMember
+    | SetStage
 )
 LessonEvent: TypeAlias = (
-    ActivityChanged | QuestionOpened | QuestionClosed | QuestionRevealed | LessonEnded
+    ActivityChanged
+    | QuestionOpened
+    | QuestionClosed
+    | QuestionRevealed
+    | LessonEnded
+    | StageChanged
 )
 Notice: TypeAlias = AnswerTally | AnswerResult | LessonSnapshot | Probe

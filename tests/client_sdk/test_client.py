@@ -403,6 +403,26 @@ async def test_server_restart_resyncs_the_room(node: Node, room: str) -> None:
     )
 
 
+async def test_a_node_restart_is_news_not_a_failure(
+    node: Node, room: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 1012 close is followed by a reconnect, logged as info, not a warning."""
+    student = node.client("s1", Role.STUDENT, room)
+    await student.connect()
+    await student.join(room)
+
+    with caplog.at_level("INFO", logger="client_sdk.client"):
+        await node.stop()
+        gone = await next_of(student, Disconnected)
+        await node.start()
+        await next_of(student, Resynced, within=20)
+
+    assert (gone.code, gone.reconnecting) == (1012, True)
+    closed = [r for r in caplog.records if "connection closed with 1012" in r.message]
+    assert closed, caplog.records
+    assert all(record.levelname == "INFO" for record in closed)
+
+
 async def test_no_reconnect_when_disabled(node: Node, room: str) -> None:
     """With reconnect off, a drop ends the stream with ConnectionLost."""
     client = node.client("s1", Role.STUDENT, room, reconnect=False)

@@ -307,6 +307,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
+async def api(server: ServerProcess) -> AsyncIterator[Api]:
+    """The HTTP API of the module's server."""
+    client = Api(server)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
 async def crowd() -> AsyncIterator[Crowd]:
     """Watched clients of this test, all closed when it ends."""
     people = Crowd()

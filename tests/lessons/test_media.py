@@ -23,14 +23,6 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-async def api(server: ServerProcess) -> AsyncIterator[Api]:
-    """The HTTP API of the module's server."""
-    client = Api(server)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def peers() -> AsyncIterator[list[TonePeer]]:
     """Real aiortc peers, closed at the end."""
     made: list[TonePeer] = []

@@ -33,6 +33,7 @@ from client_sdk.audio import RATE, ToneTrack
 
 __all__ = [
     "RATE",
+    "HandSignaled",
     "Heard",
     "Peak",
     "TonePeer",
@@ -99,7 +100,29 @@ def band_share(samples: np.ndarray, frequency: float, rate: int = RATE) -> float
     return float(spectrum[np.abs(freqs - frequency) <= 20].sum()) / total
 
 
-class TonePeer:
+class HandSignaled:
+    """A client peer connection whose offer and answer a test carries by hand."""
+
+    def __init__(self, name: str, pc: RTCPeerConnection) -> None:
+        self.name = name
+        self.pc = pc
+
+    async def accept(self, answer: str) -> None:
+        """Apply the server's answer."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def connected(self, within: float = 10.0) -> None:
+        """Wait until the connection is up; fails after ``within`` seconds."""
+
+        def up() -> bool:
+            if self.pc.connectionState in ("failed", "closed"):
+                raise ConnectionError(f"{self.name}: {self.pc.connectionState}")
+            return self.pc.connectionState == "connected"
+
+        await eventually(up, within, f"{self.name} connected")
+
+
+class TonePeer(HandSignaled):
     """A participant's browser: a tone microphone and ``slots`` receivers."""
 
     def __init__(
@@ -111,7 +134,7 @@ class TonePeer:
         amplitude: float = 0.3,
         keep: bool = True,
     ) -> None:
-        self.name = name
+        super().__init__(name, RTCPeerConnection(RTCConfiguration(iceServers=[])))
         self.frequency = frequency
         self.slots = slots
         self.heard: list[Heard] = []
@@ -119,7 +142,6 @@ class TonePeer:
         self._amplitude = amplitude
         # The benchmark only counts frames; tests keep them to analyse.
         self._keep = keep
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_of: dict[RTCRtpTransceiver, int] = {}
 
@@ -138,20 +160,6 @@ class TonePeer:
         self.pc.on("track", self._on_track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self.pc.localDescription.sdp
-
-    async def accept(self, answer: str) -> None:
-        """Apply the server's answer."""
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-
-    async def connected(self, within: float = 10.0) -> None:
-        """Wait until the connection is up; fails after ``within`` seconds."""
-
-        def up() -> bool:
-            if self.pc.connectionState in ("failed", "closed"):
-                raise ConnectionError(f"{self.name}: {self.pc.connectionState}")
-            return self.pc.connectionState == "connected"
-
-        await eventually(up, within, f"{self.name} connected")
 
     def audio(self, since: float, until: float | None = None) -> np.ndarray:
         """The loudest slot's samples heard between ``since`` and ``until``."""

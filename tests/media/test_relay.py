@@ -6,11 +6,12 @@ import asyncio
 import time
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 from aiortc.sdp import SessionDescription
 
 from media.errors import BadCandidate, BadOffer, RoomClosed, UnknownParticipant
 from media.relay import MediaRoom, PeerState
+from media.video import VideoKind
 from tests.media.conftest import Join, hears, tone_of
 from tests.media.peer import TonePeer, ToneTrack, band_share, eventually, peak
 
@@ -179,25 +180,38 @@ async def test_connection_states_reported(join: Join) -> None:
     assert ("A", PeerState.CONNECTED) in states
 
 
-async def test_offer_without_opus_refused(room: MediaRoom) -> None:
-    """An offer that is not SDP, or has no Opus audio, is refused with BadOffer."""
+async def test_offer_without_opus_or_known_video_refused(room: MediaRoom) -> None:
+    """An offer that is not SDP, or has neither Opus nor VP8/H.264, is refused."""
     with pytest.raises(BadOffer):
         await room.answer("A", "hello")
-    video_only = (
-        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-        "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n"
-    )
-    with pytest.raises(BadOffer):
-        await room.answer("A", video_only)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        only_pcm = pc.localDescription.sdp.replace("opus/48000/2", "L16/48000/2")
+    finally:
+        await pc.close()
+    with pytest.raises(BadOffer, match=r"no Opus audio or VP8/H\.264 video"):
+        await room.answer("A", only_pcm)
     assert room.participants == ()
 
 
-async def test_video_is_answered_inactive(room: MediaRoom) -> None:
-    """A video m-line beside the audio is answered inactive, not received."""
+async def test_video_lines_are_answered_per_role_in_the_offer(room: MediaRoom) -> None:
+    """Camera and screen are received, a third sender is not; one codec per line."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         pc.addTransceiver(ToneTrack(440), direction="sendrecv")
-        pc.addTransceiver("video", direction="sendrecv")
+        for _ in range(3):
+            pc.addTransceiver("video", direction="sendonly")
+        pc.addTransceiver("video", direction="recvonly")
+        h264_only = pc.addTransceiver("video", direction="recvonly")
+        h264_only.setCodecPreferences(
+            [
+                c
+                for c in RTCRtpSender.getCapabilities("video").codecs
+                if c.mimeType in ("video/H264", "video/rtx")
+            ]
+        )
         await pc.setLocalDescription(await pc.createOffer())
         answer = await room.answer("A", pc.localDescription.sdp)
     finally:
@@ -205,9 +219,16 @@ async def test_video_is_answered_inactive(room: MediaRoom) -> None:
     media = SessionDescription.parse(answer).media
     assert [(m.kind, m.direction) for m in media] == [
         ("audio", "sendrecv"),
+        ("video", "recvonly"),
+        ("video", "recvonly"),
         ("video", "inactive"),
+        ("video", "sendonly"),
+        ("video", "sendonly"),
     ]
     assert [c.mimeType for c in media[0].rtp.codecs] == ["audio/opus"]
+    assert {c.mimeType for c in media[1].rtp.codecs} == {"video/VP8", "video/rtx"}
+    assert {c.mimeType for c in media[5].rtp.codecs} == {"video/H264", "video/rtx"}
+    assert set(room.published("A")) == {VideoKind.CAMERA, VideoKind.SCREEN}
 
 
 async def test_candidates_and_unknown_participants(room: MediaRoom, join: Join) -> None:

@@ -6,11 +6,15 @@ import asyncio
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import msgspec
 import pytest
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from rooms.audit import AuditChain, Checkpoint, LogEntry, public_key_hex, verify
 from rooms.backends import open_store
 from rooms.errors import BackendError, StaleWriter
+from rooms.exam_room import AUDIT, CHECKPOINTS, key_for
 from rooms.store import AppendResult, Store
 from rooms.store_redis import RedisStore, room_key
 from rooms.store_sqlite import SqliteStore
@@ -334,6 +338,38 @@ async def test_history_survives_reopening(
     assert await reopened.read("r", head.epoch, 0, 2) == [b"a", b"b"]
     again = await reopened.append("r", head.epoch, 3, [b"x"], dedupe_key="c1")
     assert again == AppendResult(1, duplicate=True)
+
+
+async def test_exam_log_survives_reopening_and_verifies(
+    backend: str, make_store: StoreFactory
+) -> None:
+    """An exam log stored entry by entry loads back whole, in order, verifiable."""
+    key = Ed25519PrivateKey.generate()
+    chain = AuditChain("exam-r")
+    store = await make_store()
+    for at in range(120):
+        entry = chain.append(at, "answer", f"s-{at % 7}", {"item": f"q{at}"})
+        await store.save_records(
+            "exam-r", AUDIT, [(key_for(entry.seq), msgspec.msgpack.encode(entry))]
+        )
+    point = chain.checkpoint(key, 999)
+    await store.save_records(
+        "exam-r", CHECKPOINTS, [(key_for(point.seq), msgspec.msgpack.encode(point))]
+    )
+    if backend != "memory":
+        await store.close()
+        store = await make_store()
+
+    records = await store.load_records("exam-r", AUDIT)
+    entries = [
+        msgspec.msgpack.decode(records[k], type=LogEntry) for k in sorted(records)
+    ]
+    points = [
+        msgspec.msgpack.decode(v, type=Checkpoint)
+        for v in (await store.load_records("exam-r", CHECKPOINTS)).values()
+    ]
+    assert [e.seq for e in entries] == list(range(1, 121))
+    assert verify("exam-r", entries, points, public_key_hex(key)) == []
 
 
 # SQLite ---------------------------------------------------------------------

@@ -180,6 +180,17 @@ def test_settings_precedence_file_env_flag(tmp_path: Path) -> None:
     assert via_env_config["port"] == 1111
 
 
+def test_drain_seconds_from_file_env_and_flag(tmp_path: Path) -> None:
+    """``drain_seconds`` is read like every setting, the flag winning."""
+    config = tmp_path / "node.toml"
+    config.write_text("[lophoc]\ndrain_seconds = 4.5\n")
+    assert settings_of("--config", str(config))["drain_seconds"] == 4.5
+    env = {"LOPHOC_DRAIN_SECONDS": "6"}
+    assert settings_of("--config", str(config), env=env)["drain_seconds"] == 6.0
+    flag = settings_of("--drain-seconds", "2.5", env=env)
+    assert flag["drain_seconds"] == 2.5
+
+
 def test_settings_list_from_the_environment(tmp_path: Path) -> None:
     """LOPHOC_ALLOWED_ORIGINS is a comma-separated list."""
     shown = settings_of(
@@ -196,6 +207,7 @@ def test_settings_list_from_the_environment(tmp_path: Path) -> None:
         ({"LOPHOC_BURST": "0"}, "burst"),
         ({"LOPHOC_MESSAGES_PER_SECOND": "fast"}, "messages_per_second"),
         ({"LOPHOC_FOO": "1"}, "LOPHOC_FOO"),
+        ({"LOPHOC_DRAIN_SECONDS": "0"}, "drain_seconds"),
     ],
 )
 def test_bad_setting_exits_2_naming_it(env: dict[str, str], named: str) -> None:

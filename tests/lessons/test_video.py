@@ -1,0 +1,160 @@
+"""Live video end to end: the host reaches every class, the stage decides the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from client_sdk.protocol import SetStage, StageChanged
+from client_sdk.video import Colour, VideoPeer
+from tests.media.peer import eventually
+
+from .conftest import Api, Crowd, ServerProcess, Watcher
+
+pytestmark = pytest.mark.timeout(120)
+
+RED: Colour = (220, 30, 30)
+BLUE: Colour = (30, 30, 220)
+GREEN: Colour = (30, 200, 30)
+YELLOW: Colour = (230, 220, 30)
+MAGENTA: Colour = (210, 40, 210)
+WHITE: Colour = (235, 235, 235)
+
+#: Small pictures at a low rate: a noisy 2-core machine runs every peer.
+SMALL: dict[str, Any] = {"size": (160, 120), "fps": 10}
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[VideoPeer]]:
+    """SDK video peers, closed at the end."""
+    made: list[VideoPeer] = []
+    yield made
+    await asyncio.gather(*(peer.close() for peer in made))
+
+
+async def publish(
+    watcher: Watcher, room: str, peers: list[VideoPeer], **options: Any
+) -> VideoPeer:
+    """Start a :class:`VideoPeer` on ``watcher``'s socket."""
+    peer = VideoPeer(watcher.client, room, **SMALL, **options)
+    peers.append(peer)
+    await peer.start()
+    return peer
+
+
+async def lesson(api: Api, title: str) -> dict[str, Any]:
+    """A lesson of a host and three linked schools; its tokens and codes."""
+    created = await api.create(
+        {
+            "id": f"{title}-{secrets.token_hex(3)}",
+            "title": title,
+            "host": {"user": "t-host"},
+            "classes": [
+                {"school": "A", "class": "7A", "co_teacher": {"user": "co-a"}},
+                {"school": "B", "class": "7B"},
+                {"school": "C", "class": "7C"},
+            ],
+        }
+    )
+    assert created.status_code == 201, created.text
+    body: dict[str, Any] = created.json()
+    return body
+
+
+async def test_host_reaches_every_class_and_the_stage_decides_the_rest(
+    server: ServerProcess, api: Api, crowd: Crowd, peers: list[VideoPeer]
+) -> None:
+    """Host reaches B and C, classes reach the host, the stage reaches everyone."""
+    body = await lesson(api, "video")
+    room = body["id"]
+    host_w = await crowd.enter("host", server, body["host"]["token"], room)
+    devices_w = [
+        await crowd.enter(f"dev-{c['school']}", server, c["classroom"]["token"], room)
+        for c in body["classes"]
+    ]
+    student_token = await api.student_token(body["classes"][0]["code"], "S")
+    student_w = await crowd.enter("S", server, student_token, room)
+
+    host = await publish(host_w, room, peers, camera=RED, screen=BLUE, video_slots=3)
+    dev_a, dev_b, dev_c = [
+        await publish(w, room, peers, camera=colour, video_slots=3)
+        for w, colour in zip(devices_w, (GREEN, YELLOW, MAGENTA), strict=True)
+    ]
+    student = await publish(student_w, room, peers, camera=WHITE, video_slots=3)
+
+    # The host's camera and screen reach the devices of two other schools,
+    # decoded to the colours the host's pattern drew.
+    for device in (dev_b, dev_c):
+        await eventually(
+            lambda d=device: d.seen.sees(RED) and d.seen.sees(BLUE),  # type: ignore[misc]
+            15.0,
+            f"the host's camera and screen at a device: {device.seen.describe()}",
+        )
+    # The host sees every linked class.
+    await eventually(
+        lambda: all(host.seen.sees(c) for c in (GREEN, YELLOW, MAGENTA)),
+        10.0,
+        f"every class at the host: {host.seen.describe()}",
+    )
+
+    # Nobody sees the student's camera, and classes do not see each other.
+    settled = time.monotonic()
+    await asyncio.sleep(1.5)
+    for viewer in (host, dev_a, dev_b, dev_c):
+        assert not viewer.seen.sees(WHITE, since=settled), viewer.seen.describe()
+    assert not dev_b.seen.sees(GREEN)
+    assert not dev_b.seen.sees(MAGENTA)
+    assert not student.seen.sees(YELLOW), student.seen.describe()
+
+    # Class A on stage: its device's camera goes to everyone.
+    await host_w.client.request(SetStage(id="", room=room, school="A", class_="7A"))
+    staged = await devices_w[1].wait(StageChanged)
+    assert staged.stage is not None
+    assert (staged.stage.school, staged.stage.class_) == ("A", "7A")
+    for viewer in (dev_b, dev_c, student):
+        await eventually(
+            lambda v=viewer: v.seen.sees(GREEN),  # type: ignore[misc]
+            5.0,
+            f"class A on stage: {viewer.seen.describe()}",
+        )
+
+    # Taken off stage, it stops within a second.
+    await host_w.client.request(SetStage(id="", room=room))
+    await devices_w[1].wait(StageChanged, lambda e: e.stage is None)
+    off = time.monotonic() + 0.5
+    await asyncio.sleep(1.5)
+    for viewer in (dev_b, dev_c):
+        assert not viewer.seen.sees(GREEN, since=off), viewer.seen.describe()
+        assert viewer.seen.sees(RED, since=off)
+    assert host.seen.sees(GREEN, since=off)
+
+
+async def test_a_late_joiner_sees_the_host_within_two_seconds(
+    server: ServerProcess, api: Api, crowd: Crowd, peers: list[VideoPeer]
+) -> None:
+    """A student connecting mid-lesson decodes the host's camera within 2 s."""
+    body = await lesson(api, "late")
+    room = body["id"]
+    host_w = await crowd.enter("host", server, body["host"]["token"], room)
+    device_w = await crowd.enter(
+        "dev", server, body["classes"][1]["classroom"]["token"], room
+    )
+    await publish(host_w, room, peers, camera=RED)
+    device = await publish(device_w, room, peers, video_slots=1)
+    await eventually(lambda: device.seen.sees(RED), 15.0, "the host at the device")
+    # The host's encoder now sends only deltas until someone asks for more.
+    await asyncio.sleep(2.0)
+
+    token = await api.student_token(body["classes"][2]["code"], "Late")
+    late_w = await crowd.enter("late", server, token, room)
+    late = await publish(late_w, room, peers, video_slots=1)
+    connected = time.monotonic()
+    await eventually(lambda: late.seen.sees(RED), 4.0, "the host at the late joiner")
+    first = late.seen.first_seen(RED)
+    assert first is not None
+    assert first - connected < 2.0
