@@ -46,6 +46,20 @@ SERVER_STOP_TIMEOUT = 10.0
 QUESTION_SECONDS = 120
 
 
+def serve_command(port: int, data_dir: Path) -> list[str]:
+    """The command line of a ``lophoc serve`` node on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
 # The echo server -----------------------------------------------------------
 
 
@@ -217,18 +231,7 @@ async def start_server(name: str, secret: str, workdir: Path) -> Server:
         return Server(name, port, process.pid, stop_echo, log)
 
     redis = None
-    command = [
-        sys.executable,
-        "-m",
-        "server.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(workdir / name),
-        "--log-level",
-        "warning",
-    ]
+    command = [*serve_command(port, workdir / name), "--log-level", "warning"]
     if name == "lophoc-redis":
         redis, redis_port = await start_redis(workdir)
         command += ["--store", f"redis://{HOST}:{redis_port}/0"]

@@ -33,6 +33,7 @@ from _answers_servers import (
     HOST,
     ROOT,
     free_port,
+    serve_command,
     start_redis,
     stop_process,
     wait_listening,
@@ -81,20 +82,7 @@ def node_command(
     base = name.removesuffix("-2")
     if base == "lophoc":
         backend = redis_url or "memory://"
-        return [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-            "--broker",
-            backend,
-            "--store",
-            backend,
-        ]
+        return [*serve_command(port, data_dir), "--broker", backend, "--store", backend]
     script = "_peer.py" if base == "peer" else "_sio_peer.py"
     command = [
         sys.executable,

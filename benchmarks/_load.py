@@ -22,15 +22,17 @@ import array
 import asyncio
 import collections
 import contextlib
+import json
 import multiprocessing
 import os
 import resource
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import _wire
 from _wire import Frame
@@ -50,6 +52,46 @@ PHASES = ("warmup", "saturation", "fixed_rate")
 #: a few seconds, few enough for the server's accept backlog.
 CONNECT_CONCURRENCY = 32
 JOIN_TIMEOUT = 30.0
+
+
+T = TypeVar("T")
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop, which uvicorn picks for lophoc when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def save_report(report: dict[str, Any], output: Path) -> None:
+    """Write a benchmark's report as JSON to ``output`` and say where."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {output}")
+
+
+async def until_still(
+    count: Callable[[], int], still: float, within: float, poll: float = 0.05
+) -> bool:
+    """Wait until ``count()`` has not moved for ``still`` seconds.
+
+    The count is of frames reaching the clients: when it stops moving, the
+    server has finished what a wave of joins set off. False when that did
+    not happen within ``within`` seconds.
+    """
+    deadline = time.monotonic() + within
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= still:
+            return True
+        await asyncio.sleep(poll)
+    return False
 
 
 def raise_open_files_limit() -> int:
@@ -451,6 +493,30 @@ class Workers:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.0, seconds)):
                 await self._moved.wait()
+
+    async def connect(
+        self,
+        ports: Sequence[int],
+        room: str,
+        tokens: Sequence[str],
+        subprotocol: str | None,
+        dialect: str,
+        host: str = "127.0.0.1",
+    ) -> tuple[int, list[str]]:
+        """Connect ``tokens`` to ``room``, shared out over the workers.
+
+        Returns how many members the workers hold now, and the errors of
+        those that did not join.
+        """
+        shares = [tokens[slot :: self.count] for slot in range(self.count)]
+        for pipe, share in zip(self.pipes, shares, strict=True):
+            pipe.send(("connect", host, ports, room, share, subprotocol, dialect))
+        # Each worker answers with all the members it holds so far.
+        replies = [await receive(pipe) for pipe in self.pipes]
+        return (
+            sum(reply[1] for reply in replies),
+            [error for reply in replies for error in reply[2]],
+        )
 
     async def ask(self, request: tuple[Any, ...]) -> list[Any]:
         """Send ``request`` to every worker; their answers, in worker order."""

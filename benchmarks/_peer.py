@@ -131,14 +131,30 @@ async def run(host: str, port: int, sender: Member) -> None:
         await stop
 
 
-def main() -> None:
-    """Parse the command line and serve."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def peer_parser(description: str) -> argparse.ArgumentParser:
+    """The options of every peer server: where to listen, who publishes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
         "--sender", required=True, help="the publisher as a JSON Member"
     )
+    return parser
+
+
+def publisher(args: argparse.Namespace) -> Member:
+    """The publisher of ``--sender``; lifts the open files limit on the way.
+
+    Every peer holds thousands of connections, over the usual soft limit.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return msgspec.convert(json.loads(args.sender), Member)
+
+
+def main() -> None:
+    """Parse the command line and serve."""
+    parser = peer_parser(__doc__.split("\n")[0])
     parser.add_argument(
         "--loop",
         choices=["uvloop", "asyncio"],
@@ -146,11 +162,7 @@ def main() -> None:
         help="event loop; uvloop, as uvicorn picks for lophoc when installed",
     )
     args = parser.parse_args()
-    sender = msgspec.convert(json.loads(args.sender), Member)
-
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
+    sender = publisher(args)
     with contextlib.suppress(KeyboardInterrupt):
         if args.loop == "uvloop":
             import uvloop

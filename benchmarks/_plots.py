@@ -2,8 +2,9 @@
 
 Latency is drawn as a distribution rather than two percentiles: for each
 server, the latency (log scale) reached by each share of the frames or
-answers, from the ``latency_curve_ms`` points the reports keep. Memory per
-idle connection is a bar per server.
+answers, from the ``latency_curve_ms`` points the reports keep (for the
+relay, from the latencies of each path's first trial). Memory per idle
+connection is a bar per server.
 """
 
 from __future__ import annotations
@@ -33,10 +34,25 @@ def _curves(axes: Any, series: list[tuple[str, list[list[float]]]], title: str) 
     axes.legend(fontsize=8)
 
 
-def _fanout_plot(report: dict[str, Any], output: Path) -> Path:
+def _figure(columns: int, size: tuple[float, float]) -> tuple[Any, Any]:
+    """A new figure of ``columns`` panes side by side, and its panes."""
     import matplotlib.pyplot as plt
 
-    figure, panes = plt.subplots(1, 2, figsize=(11, 4.2))
+    return plt.subplots(1, columns, figsize=size)
+
+
+def _save(figure: Any, output: Path) -> Path:
+    """Write ``figure`` as a PNG file and free it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(output, dpi=110)
+    plt.close(figure)
+    return output
+
+
+def _fanout_plot(report: dict[str, Any], output: Path) -> Path:
+    figure, panes = _figure(2, (11, 4.2))
     for axes, phase in zip(panes, ("saturation", "fixed_rate"), strict=True):
         series = [
             (
@@ -52,41 +68,41 @@ def _fanout_plot(report: dict[str, Any], output: Path) -> Path:
         )
         _curves(axes, series, f"{label}; {report['clients']} receivers")
     figure.suptitle("publish-to-receive latency of one room's fan-out")
-    figure.tight_layout()
-    figure.savefig(output, dpi=110)
-    plt.close(figure)
-    return output
+    return _save(figure, output)
 
 
 def _answers_plot(report: dict[str, Any], output: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.5, 4.2))
+    figure, axes = _figure(1, (6.5, 4.2))
     series = [
         (result["server"], result.get("latency_curve_ms", []))
         for result in report["results"]
     ]
     _curves(axes, series, f"send-to-ack latency, {report['students']} students")
-    figure.tight_layout()
-    figure.savefig(output, dpi=110)
-    plt.close(figure)
-    return output
+    return _save(figure, output)
+
+
+def _relay_plot(report: dict[str, Any], output: Path) -> Path:
+    figure, axes = _figure(1, (6.5, 4.2))
+    series = []
+    for path in report["paths"]:
+        first = next(t for t in report["trials"] if t["path"] == path)
+        ordered = first["latency_ms"]
+        curve = [[(i + 1) / len(ordered), value] for i, value in enumerate(ordered)]
+        series.append((path, curve))
+    listeners = next(iter(report["paths"].values()))["latency_listeners"]
+    _curves(axes, series, f"speaker-to-listener latency, {listeners} listeners")
+    return _save(figure, output)
 
 
 def _idle_plot(report: dict[str, Any], output: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 3.6))
+    figure, axes = _figure(1, (6, 3.6))
     names = [result["server"] for result in report["results"]]
     kib = [(result["bytes_per_connection"] or 0) / 1024 for result in report["results"]]
     bars = axes.bar(names, kib, color="#4c72b0")
     axes.bar_label(bars, fmt="%.1f")
     axes.set_ylabel("KiB of server RSS per connection")
     axes.set_title(f"{report['clients']} idle connections in one room", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(output, dpi=110)
-    plt.close(figure)
-    return output
+    return _save(figure, output)
 
 
 def draw_plots(results: Path) -> list[Path]:
@@ -105,4 +121,7 @@ def draw_plots(results: Path) -> list[Path]:
     idle = _load(results, "idle")
     if idle is not None:
         written.append(_idle_plot(idle, results / "idle-memory.png"))
+    relay = _load(results, "relay")
+    if relay is not None and relay.get("trials"):
+        written.append(_relay_plot(relay, results / "relay-latency.png"))
     return written

@@ -188,6 +188,7 @@ PAIRS = (
     ("lophoc", "peer"),
     ("lophoc", "socketio"),
     ("lophoc-2", "lophoc"),
+    ("lophoc-2", "peer"),
     ("lophoc-2", "socketio-2"),
     ("socketio-2", "socketio"),
 )

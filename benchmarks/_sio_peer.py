@@ -25,9 +25,6 @@ Started by the benchmarks as its own process::
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
 import secrets
 import time
 from typing import Any
@@ -35,6 +32,7 @@ from typing import Any
 import msgspec
 import socketio
 import uvicorn
+from _peer import peer_parser, publisher
 
 from client_sdk.protocol import Ack, Broadcast, BroadcastEvent, Joined, Member
 
@@ -98,19 +96,10 @@ def build(sender: Member, redis_url: str | None) -> socketio.ASGIApp:
 
 def main() -> None:
     """Parse the command line and serve until SIGTERM."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument(
-        "--sender", required=True, help="the publisher as a JSON Member"
-    )
+    parser = peer_parser(__doc__.split("\n")[0])
     parser.add_argument("--redis", help="redis:// URL: run as one of several nodes")
     args = parser.parse_args()
-    sender = msgspec.convert(json.loads(args.sender), Member)
-
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
+    sender = publisher(args)
     # The same server stack as a lophoc node: uvicorn's defaults pick uvloop,
     # httptools and the websockets protocol when installed.
     uvicorn.run(

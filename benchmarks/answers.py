@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import secrets
@@ -106,7 +105,15 @@ from _answers_servers import (
     start_server,
     student_tokens,
 )
-from _load import cpu_seconds, machine_cpu, raise_open_files_limit
+from _load import (
+    cpu_seconds,
+    machine_cpu,
+    raise_open_files_limit,
+    run_on_uvloop,
+    save_report,
+    until_still,
+)
+from _options import add_servers, check_counts, check_servers
 from _profile import start_profile, summarize_profile
 from websockets.version import version as websockets_version
 
@@ -175,17 +182,7 @@ async def fill(
 
 async def settle(workers: Workers) -> bool:
     """Wait for the join storm to pass; False if it did not in time."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    last = -1
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
-        frames = workers.frames()
-        if frames != last:
-            last, quiet_since = frames, time.monotonic()
-        elif time.monotonic() - quiet_since >= SETTLE_QUIET:
-            return True
-        await asyncio.sleep(0.05)
-    return False
+    return await until_still(workers.frames, SETTLE_QUIET, SETTLE_TIMEOUT)
 
 
 async def burst(
@@ -334,11 +331,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=200,
         help="students connecting and joining at a time",
     )
-    parser.add_argument(
-        "--servers",
-        default=",".join(SERVERS),
-        help=f"comma-separated, run in this order: {', '.join(SERVERS)}",
-    )
+    add_servers(parser, SERVERS)
     parser.add_argument(
         "--rounds",
         type=int,
@@ -355,15 +348,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
-    unknown = set(servers) - set(SERVERS)
-    if not servers or unknown or len(set(servers)) < len(servers):
-        parser.error(f"--servers takes {', '.join(SERVERS)}, got {args.servers!r}")
-    args.servers = servers
-    for name in ("students", "workers", "connect_batch", "rounds"):
-        if getattr(args, name) < 1:
-            flag = name.replace("_", "-")
-            parser.error(f"--{flag} must be at least 1, got {getattr(args, name)}")
+    check_servers(parser, args, SERVERS)
+    check_counts(parser, args, ("students", "workers", "connect_batch", "rounds"))
     if args.spread <= 0:
         parser.error(f"--spread must be positive, got {args.spread}")
     if not 0 <= args.resend <= 1:
@@ -435,13 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_args(argv)
     raise_open_files_limit()
-    import uvloop
-
-    report = uvloop.run(run(args))
+    report = run_on_uvloop(run(args))
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {args.output}")
+    save_report(report, args.output)
     failed = any(result["exactly_once"] is False for result in report["results"])
     return 1 if failed else 0
 

@@ -56,7 +56,6 @@ import array
 import asyncio
 import collections
 import importlib.metadata
-import json
 import os
 import platform
 import secrets
@@ -84,10 +83,13 @@ from _load import (
     cpu_seconds,
     machine_cpu,
     raise_open_files_limit,
-    receive,
+    run_on_uvloop,
+    save_report,
     start_workers,
     stop_workers,
+    until_still,
 )
+from _options import add_servers, check_counts, check_servers
 from _profile import start_profile, summarize_profile
 from _report import PhaseRun, pool, print_table, ratios, warnings_for
 from _wire import LOPHOC
@@ -270,24 +272,13 @@ async def open_target(
     try:
         await target.publisher.open(HOST, server.ports[0], teacher)
         started = time.monotonic()
-        shares = [tokens[slot :: args.workers] for slot in range(args.workers)]
-        for pipe, share in zip(workers.pipes, shares, strict=True):
-            pipe.send(
-                (
-                    "connect",
-                    HOST,
-                    server.ports,
-                    ROOM,
-                    share,
-                    subprotocol,
-                    server.dialect,
-                )
-            )
-        replies = [await receive(pipe) for pipe in workers.pipes]
-        target.receivers = sum(reply[1] for reply in replies)
-        target.join_errors = [error for reply in replies for error in reply[2]]
+        target.receivers, target.join_errors = await workers.connect(
+            server.ports, ROOM, tokens, subprotocol, server.dialect, HOST
+        )
         joined = time.monotonic() - started
-        target.settled = await settle(workers)
+        target.settled = await until_still(
+            workers.received, SETTLE_QUIET, SETTLE_TIMEOUT
+        )
         target.join_seconds = time.monotonic() - started
         print(
             f"{name}: {target.receivers} of {args.clients} receivers joined in "
@@ -312,21 +303,6 @@ async def close_target(target: Target) -> None:
         target.publisher.client.abort()
     await stop_workers(target.workers)
     await stop_deployment(target.server)
-
-
-async def settle(workers: Workers) -> bool:
-    """Wait for the join storm to pass; False if it never did."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    last = -1
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
-        received = workers.received()
-        if received != last:
-            last, quiet_since = received, time.monotonic()
-        elif time.monotonic() - quiet_since >= SETTLE_QUIET:
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 # Main ---------------------------------------------------------------------
@@ -366,11 +342,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--body-size", type=int, default=100, help="bytes of each broadcast body"
     )
-    parser.add_argument(
-        "--servers",
-        default="lophoc,peer,socketio",
-        help=f"comma-separated, in this order: {', '.join(SERVERS)}",
-    )
+    add_servers(parser, SERVERS, ("lophoc", "peer", "socketio"))
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -378,15 +350,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
-    if not servers or set(servers) - set(SERVERS) or len(set(servers)) < len(servers):
-        parser.error(
-            f"--servers takes some of {', '.join(SERVERS)}, got {args.servers!r}"
-        )
-    args.servers = servers
-    for name in ("clients", "workers", "window", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    check_servers(parser, args, SERVERS)
+    check_counts(parser, args, ("clients", "workers", "window", "rounds"))
     if args.duration <= 0:
         parser.error(f"--duration must be positive, got {args.duration}")
     if args.body_size < BODY.size:
@@ -526,16 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the table and write the JSON report."""
     args = parse_args(argv)
     raise_open_files_limit()
-    try:
-        import uvloop
-    except ImportError:
-        report = asyncio.run(run(args))
-    else:
-        report = uvloop.run(run(args))
+    report = run_on_uvloop(run(args))
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {args.output}")
+    save_report(report, args.output)
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import secrets
@@ -40,10 +39,13 @@ from _load import (
     Workers,
     cpu_seconds,
     raise_open_files_limit,
-    receive,
+    run_on_uvloop,
+    save_report,
     start_workers,
     stop_workers,
+    until_still,
 )
+from _options import add_servers, check_counts, check_servers
 from _wire import LOPHOC
 from fanout import HOST, ROOM, TEACHER, mint_tokens
 
@@ -73,16 +75,7 @@ def open_files(pid: int) -> int:
 
 async def quiet(workers: Workers) -> bool:
     """Wait until no frame has arrived for a while; False if that never came."""
-    deadline = time.monotonic() + QUIET_TIMEOUT
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        received = workers.received()
-        if received != last:
-            last, since = received, time.monotonic()
-        elif time.monotonic() - since >= QUIET:
-            return True
-        await asyncio.sleep(0.1)
-    return False
+    return await until_still(workers.received, QUIET, QUIET_TIMEOUT, 0.1)
 
 
 async def fill(
@@ -91,31 +84,21 @@ async def fill(
     """Connect and join everyone, ``batch`` at a time; the count and errors."""
     subprotocol = MSGPACK_SUBPROTOCOL if deployment.dialect == LOPHOC else None
     errors: list[str] = []
-    counts = [0] * workers.count
+    count = 0
     for start in range(0, len(tokens), batch):
-        chunk = tokens[start : start + batch]
-        shares = [chunk[slot :: workers.count] for slot in range(workers.count)]
-        for pipe, share in zip(workers.pipes, shares, strict=True):
-            pipe.send(
-                (
-                    "connect",
-                    HOST,
-                    deployment.ports,
-                    ROOM,
-                    share,
-                    subprotocol,
-                    deployment.dialect,
-                )
-            )
-        for slot, pipe in enumerate(workers.pipes):
-            # Each worker answers with all the members it holds so far.
-            reply = await receive(pipe)
-            counts[slot] = reply[1]
-            errors.extend(reply[2])
+        count, failed = await workers.connect(
+            deployment.ports,
+            ROOM,
+            tokens[start : start + batch],
+            subprotocol,
+            deployment.dialect,
+            HOST,
+        )
+        errors.extend(failed)
         # Let the server finish what the batch's joins started (lophoc tells
         # the room about its new members) before the next batch comes.
         await quiet(workers)
-    return sum(counts), errors
+    return count, errors
 
 
 async def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -224,19 +207,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=3.0,
         help="seconds waited before each memory reading",
     )
-    parser.add_argument(
-        "--servers",
-        default=",".join(SERVERS),
-        help=f"comma-separated, in this order: {', '.join(SERVERS)}",
-    )
+    add_servers(parser, SERVERS)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    args.servers = [name.strip() for name in args.servers.split(",") if name.strip()]
-    if not args.servers or set(args.servers) - set(SERVERS):
-        parser.error(f"--servers takes some of {', '.join(SERVERS)}")
-    for name in ("clients", "batch", "workers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    check_servers(parser, args, SERVERS)
+    check_counts(parser, args, ("clients", "batch", "workers"))
     return args
 
 
@@ -273,13 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    import uvloop
-
-    report = uvloop.run(run(args))
+    report = run_on_uvloop(run(args))
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {args.output}")
+    save_report(report, args.output)
     return 0
 
 

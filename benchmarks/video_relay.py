@@ -22,10 +22,14 @@ Three processes:
 
 Signaling is JSON lines over the children's standard input and output. For
 each count of viewers in ``--viewers``, a trial connects everyone, waits
-``--warmup`` seconds and measures ``--duration`` seconds: the server's CPU,
+until every peer is connected and then ``--warmup`` seconds, and measures
+``--duration`` seconds: the server's CPU,
 the frames the viewers received against those the publisher sent times the
 viewers. A trial passes when the viewers lost under ``--loss-limit`` of the
-frames. Reported per trial: server cores, cores per viewer, frames lost,
+frames. Reported per trial: server cores, cores per viewer, frames lost
+(``lost``: of those the publisher sent times the viewers; ``lost in``: of
+those the publisher sent, never whole at the relay, so a trial starved of
+CPU by other processes shows where its frames went),
 the viewer process's cores (when it was near a full core, the viewers, not
 the server, limited the trial), and viewers per core as the trial's
 viewers divided by the server's cores. The figure is an extrapolation from
@@ -58,14 +62,19 @@ from pathlib import Path
 from typing import Any
 
 import av
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from av.packet import Packet
 from av.stream import Stream
 from av.video.frame import VideoFrame
 
+from client_sdk.tracks import Pacer
 from media.ice import rtc_configuration
-from media.relay import MediaRoom
+from media.relay import MediaRoom, PeerState
 from media.video import InboundVideo, VideoKind
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
@@ -121,7 +130,12 @@ def encode_loop(seconds: float, bitrate: int) -> list[bytes]:
 
 
 class LoopTrack(MediaStreamTrack):
-    """Pre-encoded frames, looped, paced at 30 a second."""
+    """Pre-encoded frames, looped, paced at 30 a second.
+
+    A keyframe request starts the loop again, at its keyframe: a camera's
+    encoder answers a PLI the same way, and without it a viewer that lost a
+    packet would wait for the loop to come round.
+    """
 
     kind = "video"
 
@@ -129,19 +143,30 @@ class LoopTrack(MediaStreamTrack):
         super().__init__()
         self.frames = frames
         self.sent = 0
-        self._start: float | None = None
+        self.keyframes_asked = 0
+        self._pacer = Pacer()
+        self._loop_start = 0
+        self._asked = False
+
+    def bind(self, sender: RTCRtpSender) -> None:
+        """Answer the keyframe requests ``sender`` receives."""
+        # aiortc's sender calls this on each PLI or FIR; the instance
+        # attribute shadows its method for this sender only.
+        setattr(sender, "_send_keyframe", self.restart)  # noqa: B010
+
+    def restart(self) -> None:
+        """Make the next frame the loop's keyframe."""
+        self.keyframes_asked += 1
+        self._asked = True
 
     async def recv(self) -> Packet[Stream]:
         """The next frame of the loop, once it is due."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        delay = self._start + self.sent / FPS - now
-        if delay > 0:
-            await asyncio.sleep(delay)
-        packet = Packet(self.frames[self.sent % len(self.frames)])
+        await self._pacer.wait(self, self.sent / FPS)
+        if self._asked:
+            self._asked = False
+            self._loop_start = self.sent
+        index = (self.sent - self._loop_start) % len(self.frames)
+        packet = Packet(self.frames[index])
         packet.pts = self.sent * (90_000 // FPS)
         packet.time_base = TIME_BASE
         self.sent += 1
@@ -184,7 +209,7 @@ async def child(role: str, viewers: int, seconds: float, bitrate: int) -> None:
         frames = encode_loop(seconds, bitrate)
         track = LoopTrack(frames)
         pc = RTCPeerConnection(rtc_configuration(()))
-        pc.addTransceiver(track, direction="sendonly")
+        track.bind(pc.addTransceiver(track, direction="sendonly").sender)
         peers.append(pc)
         await _offer(pc, "publisher", reader)
     else:
@@ -271,6 +296,29 @@ async def connect(room: MediaRoom, child: Child) -> None:
     raise RuntimeError("too many offers")
 
 
+async def connected(room: MediaRoom, names: Sequence[str], within: float) -> None:
+    """Wait until every peer of ``names`` is connected, at most ``within`` s.
+
+    On a loaded machine a few dozen DTLS handshakes take seconds; a trial
+    that measured before they ended would count their frames as lost.
+    """
+    deadline = time.monotonic() + within
+    for _ in range(round(within * 10) + 1):
+        waiting = [n for n in names if room.state(n) is not PeerState.CONNECTED]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"not connected within {within:g} s: {', '.join(waiting)}")
+
+
+def relay_counts(camera: InboundVideo) -> tuple[int, int, int]:
+    """Frames the relay received, frames its slots sent, keyframes it asked for."""
+    sent = sum(slot.sent for slot in camera.outlets)
+    return camera.received, sent, camera.keyframe_requests
+
+
 async def trial(viewers: int, args: argparse.Namespace) -> dict[str, Any]:
     """One publisher, ``viewers`` viewers: the server's CPU and the frames lost."""
     room = MediaRoom("bench")
@@ -280,20 +328,25 @@ async def trial(viewers: int, args: argparse.Namespace) -> dict[str, Any]:
         await connect(room, publisher)
         await connect(room, audience)
         names = [f"v{n}" for n in range(viewers)]
+        await connected(room, ["publisher", *names], within=60.0)
         room.set_video({name: [("publisher", VideoKind.CAMERA)] for name in names})
         await asyncio.sleep(args.warmup)
 
+        camera = room.published("publisher")[VideoKind.CAMERA]
         sent0, seen0 = await publisher.count(), await audience.count()
+        relay0 = relay_counts(camera)
         cpu0, wall0 = time.process_time(), time.monotonic()
         await asyncio.sleep(args.duration)
         cpu1, wall1 = time.process_time(), time.monotonic()
+        relay1 = relay_counts(camera)
         sent1, seen1 = await publisher.count(), await audience.count()
     finally:
         await room.close()
         await asyncio.gather(publisher.close(), audience.close())
 
     wall = wall1 - wall0
-    expected = (sent1["sent"] - sent0["sent"]) * viewers
+    published = sent1["sent"] - sent0["sent"]
+    expected = published * viewers
     received = seen1["received"] - seen0["received"]
     server = (cpu1 - cpu0) / wall
     lost = 1 - received / expected if expected else 1.0
@@ -305,6 +358,14 @@ async def trial(viewers: int, args: argparse.Namespace) -> dict[str, Any]:
         "frames_expected": expected,
         "frames_received": received,
         "lost": round(max(lost, 0.0), 4),
+        # Where frames went missing: on the way in (publisher to relay), or
+        # in the relay's slots and on the way out.
+        "relay_in_lost": round(max(1 - (relay1[0] - relay0[0]) / published, 0.0), 4)
+        if published
+        else 1.0,
+        "server_received": relay1[0] - relay0[0],
+        "server_sent": relay1[1] - relay0[1],
+        "server_keyframe_requests": relay1[2] - relay0[2],
         "viewer_process_cores": round((seen1["cpu"] - seen0["cpu"]) / wall, 3),
         "passed": lost < args.loss_limit,
     }
@@ -313,9 +374,10 @@ async def trial(viewers: int, args: argparse.Namespace) -> dict[str, Any]:
 def report(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"video pass-through, one 720p VP8 publisher at {args.bitrate // 1000} kbps, "
-        f"{os.cpu_count()} CPUs, {args.duration:g} s per trial",
+        f"{os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}), "
+        f"{args.duration:g} s per trial",
         f"{'viewers':>7} {'server':>7} {'per viewer':>10} {'viewers/core':>12} "
-        f"{'lost':>6} {'viewer proc':>11}  verdict",
+        f"{'lost':>6} {'lost in':>8} {'viewer proc':>11}  verdict",
     ]
     cpus = os.cpu_count() or 1
     for row in rows:
@@ -327,7 +389,8 @@ def report(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
         lines.append(
             f"{row['viewers']:>7} {row['server_cores']:>7.2f} "
             f"{row['cores_per_viewer']:>10.4f} {row['viewers_per_core'] or 0:>12.1f} "
-            f"{row['lost']:>6.1%} {row['viewer_process_cores']:>11.2f}  {verdict}"
+            f"{row['lost']:>6.1%} {row['relay_in_lost']:>8.1%} "
+            f"{row['viewer_process_cores']:>11.2f}  {verdict}"
         )
     fit = slope(rows)
     if fit is not None:

@@ -47,13 +47,13 @@ from aiortc import (
 )
 from aiortc import exceptions as rtc_errors
 from aiortc.contrib.media import MediaPlayer
-from aiortc.mediastreams import MediaStreamError
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 
 from .client import Client
 from .errors import ClientError, ProtocolViolation
 from .protocol import Ack, IceServerInfo, MediaLeave, MediaOffer
+from .tracks import Pacer, frames_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,20 +116,13 @@ class ToneTrack(MediaStreamTrack):
         self.frequency = frequency
         self.amplitude = amplitude
         self._sent = 0
-        self._start: float | None = None
+        self._pacer = Pacer()
         whole = float(frequency).is_integer()
         self._second = self._render(0, RATE) if whole else None
 
     async def recv(self) -> AudioFrame:
         """The next 20 ms of the tone, once they are due."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        delay = self._start + self._sent / RATE - now
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await self._pacer.wait(self, self._sent / RATE)
         frame = AudioFrame(format="s16", layout="mono", samples=FRAME)
         frame.planes[0].update(self._pcm(self._sent))
         frame.sample_rate = RATE
@@ -477,13 +470,7 @@ class AudioPeer:
         # Opus decodes to stereo; one channel is what a slot carries.
         mono = AudioResampler(format="s16", layout="mono", rate=RATE)
         # Ends with the track, when either side closes the connection.
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, AudioFrame):
-                continue
+        async for frame in frames_of(track, AudioFrame):
             self._frames_received += 1
             if not self._keep:
                 continue

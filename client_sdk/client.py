@@ -29,10 +29,8 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Coroutine
 from types import TracebackType
-from typing import Any, Final, Literal, overload
+from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
-
-import msgspec
 
 from .backoff import Backoff
 from .clock import ServerClock, wall_ms
@@ -42,7 +40,6 @@ from .errors import (
     ClientClosed,
     ClientError,
     CommandError,
-    CommandTimeout,
     ConnectFailed,
     ConnectionLost,
     ConnectionRefused,
@@ -59,8 +56,8 @@ from .events import (
     Resynced,
     RoomNotice,
 )
-from .exam import ExamCommands, ExamRequest
-from .lesson import LessonCommands, LessonRequest
+from .exam import ExamCommands
+from .lesson import LessonCommands
 from .link import (
     ABNORMAL_CLOSURE,
     MOVED_CODES,
@@ -76,47 +73,27 @@ from .protocol import (
     MSGPACK_SUBPROTOCOL,
     Ack,
     Broadcast,
-    ClientMessage,
     Error,
     ErrorCode,
     Event,
-    ExamFetch,
-    ExamState,
     Hello,
     Join,
     Joined,
     Leave,
-    MediaAnswer,
-    MediaOffer,
     Ping,
     Pong,
     Probe,
     ProbeReply,
-    ProctorView,
     RoomEvent,
     ServerMessage,
-    WatchExam,
 )
+from .requests import RETRYABLE_ERRORS, Reply, Requester
 from .turns import TurnCommands
 
 logger = logging.getLogger(__name__)
 
-#: Error codes the protocol says to retry with the same id.
-RETRYABLE_ERRORS: Final = frozenset(
-    {ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL, ErrorCode.RATE_LIMITED}
-)
-Reply = Ack | Joined | Pong | MediaAnswer | ExamState | ProctorView
-#: The reply of each command that is not answered with an ``ack``.
-REPLIES: Final[dict[type, type[Reply]]] = {
-    Join: Joined,
-    Ping: Pong,
-    MediaOffer: MediaAnswer,
-    ExamFetch: ExamState,
-    WatchExam: ProctorView,
-}
 
-
-class Client(LessonCommands, TurnCommands, ExamCommands, ServerClock):
+class Client(LessonCommands, TurnCommands, ExamCommands, ServerClock, Requester):
     """A connection to a lophoc node that survives network drops.
 
     ``url`` is the WebSocket endpoint (``ws://host:port/ws``); ``room`` and
@@ -236,10 +213,6 @@ class Client(LessonCommands, TurnCommands, ExamCommands, ServerClock):
     def rooms(self) -> dict[str, tuple[str | None, int | None]]:
         """Each followed room with the epoch and last offset seen in it."""
         return {name: (c.epoch, c.offset) for name, c in self._rooms.items()}
-
-    def next_id(self) -> str:
-        """A command id no other command of this client has used."""
-        return f"{self._id_prefix}-{next(self._ids)}"
 
     # Lifecycle ---------------------------------------------------------------
 
@@ -525,134 +498,6 @@ class Client(LessonCommands, TurnCommands, ExamCommands, ServerClock):
         return aiter(self._events)
 
     # Commands ----------------------------------------------------------------
-
-    @overload
-    async def request(
-        self,
-        command: Join,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> Joined: ...
-
-    @overload
-    async def request(
-        self,
-        command: Leave | Broadcast | LessonRequest | ExamRequest,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> Ack: ...
-
-    @overload
-    async def request(
-        self,
-        command: Ping,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> Pong: ...
-
-    @overload
-    async def request(
-        self,
-        command: ExamFetch,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> ExamState: ...
-
-    @overload
-    async def request(
-        self,
-        command: WatchExam,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> ProctorView: ...
-
-    @overload
-    async def request(
-        self,
-        command: MediaOffer,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> MediaAnswer: ...
-
-    async def request(
-        self,
-        command: ClientMessage,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109
-        retries: int | None = None,
-    ) -> Reply:
-        """Send ``command`` and return the server's reply.
-
-        An empty ``id`` is replaced with :meth:`next_id`. Each attempt waits
-        up to ``timeout`` seconds, for a connection and then for the reply: a
-        bound per attempt, which an ``asyncio.timeout`` around the call could
-        not express. After a timeout or a lost connection the command is sent
-        again with the same id, up to ``retries`` more times, as it is after
-        an ``unavailable``, ``internal`` or ``rate_limited`` error. Other
-        errors raise :class:`CommandError`; running out of attempts raises
-        :class:`CommandTimeout`. A ``probe_reply``, which gets no reply, is
-        refused with ``ValueError``: the client sends those by itself.
-        """
-        if isinstance(command, ProbeReply):
-            raise ValueError("probe_reply gets no reply; the client sends it itself")
-        if not command.id:
-            command = msgspec.structs.replace(command, id=self.next_id())
-        timeout = self.request_timeout if timeout is None else timeout
-        retries = self.retries if retries is None else retries
-        last: BaseException | None = None
-        for attempt in range(retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff.delay(attempt - 1))
-            try:
-                link = await self._wait_ready(timeout)
-                if isinstance(command, Join):
-                    self._track_join(command)
-                return await self._exchange(link, command, timeout)
-            except CommandError as exc:
-                if exc.code not in RETRYABLE_ERRORS:
-                    raise
-                last = exc
-            except (TimeoutError, LinkLost) as exc:
-                last = exc
-            logger.debug(
-                "command %s: attempt %d failed: %r", command.id, attempt + 1, last
-            )
-        raise CommandTimeout(command.id, retries + 1) from last
-
-    async def _wait_ready(self, limit: float) -> Link:
-        async with asyncio.timeout(limit):
-            while True:
-                if self._failure is not None:
-                    raise self._failure
-                if self._link is not None and self._ready.is_set():
-                    return self._link
-                await self._ready.wait()
-
-    async def _exchange(
-        self, link: Link, command: ClientMessage, limit: float
-    ) -> Reply:
-        future = link.expect(command.id)
-        try:
-            await link.send(command)
-            async with asyncio.timeout(limit):
-                reply = await future
-        finally:
-            link.forget(command.id, future)
-        if isinstance(reply, Error):
-            raise CommandError(reply.code, reply.message, reply.field, command.id)
-        expected: type[Reply] = REPLIES.get(type(command), Ack)
-        if not isinstance(reply, expected):
-            raise ProtocolViolation(
-                f"command {command.id!r} got {type(reply).__name__}, "
-                f"not {expected.__name__}"
-            )
-        return reply
 
     def _track_join(self, command: Join) -> None:
         cursor = self._rooms.get(command.room)

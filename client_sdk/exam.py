@@ -23,7 +23,7 @@ Example, a student sitting an exam::
 
 from __future__ import annotations
 
-from typing import Protocol, TypeAlias
+from typing import Unpack
 
 from .protocol import (
     Ack,
@@ -36,72 +36,26 @@ from .protocol import (
     ProctorView,
     ReportSignal,
     SaveExamAnswer,
+    StartSpeaking,
+    StopSpeaking,
     SubmitExam,
     WatchExam,
 )
+from .requests import ExamRequest, Options, Requester
 
-#: The exam commands the server answers with an ``ack``.
-ExamRequest: TypeAlias = SaveExamAnswer | SubmitExam | ReportSignal | ProctorCommand
-
-
-class _Requester(Protocol):
-    """What the mixin needs of the client it is mixed into, for acks."""
-
-    async def request(
-        self,
-        command: ExamRequest,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> Ack: ...
-
-    def next_id(self) -> str: ...
+__all__ = ["ExamCommands", "ExamRequest"]
 
 
-class _Fetcher(Protocol):
-    """What :meth:`ExamCommands.fetch_exam` needs of the client."""
-
-    async def request(
-        self,
-        command: ExamFetch,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> ExamState: ...
-
-    def next_id(self) -> str: ...
-
-
-class _Watcher(Protocol):
-    """What :meth:`ExamCommands.watch_exam` needs of the client."""
-
-    async def request(
-        self,
-        command: WatchExam,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> ProctorView: ...
-
-    def next_id(self) -> str: ...
-
-
-class ExamCommands:
+class ExamCommands(Requester):
     """The commands of a proctored exam, as methods of the client.
 
     Each method sends one command, retrying with the same id as
     :meth:`Client.request <client_sdk.client.Client.request>` does, so a
-    retried save is stored once. ``timeout`` and ``retries`` default to the
-    client's.
+    retried save is stored once. The ``timeout`` and ``retries`` keywords
+    (:class:`~client_sdk.requests.Options`) default to the client's.
     """
 
-    async def fetch_exam(
-        self: _Fetcher,
-        room: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109
-        retries: int | None = None,
-    ) -> ExamState:
+    async def fetch_exam(self, room: str, **options: Unpack[Options]) -> ExamState:
         """Student: the exam as it stands for me.
 
         Before ``opens_at`` it has the times and no ``sections``. After it,
@@ -109,24 +63,23 @@ class ExamCommands:
         window has passed) and every fetch carries my variant, my saved
         answers and my time left: what a page needs after a reconnect.
         """
-        command = ExamFetch(id=self.next_id(), room=room)
-        return await self.request(command, timeout=timeout, retries=retries)
+        return await self.request(ExamFetch(id=self.next_id(), room=room), **options)
 
     async def save_answer(
-        self: _Requester,
+        self,
         room: str,
         item: str,
         value: ExamValue,
         *,
         id: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109
-        retries: int | None = None,
+        **options: Unpack[Options],
     ) -> Ack:
         """Student: save my answer to ``item``; the ack means it is stored.
 
         ``value`` is an option index in the order I was shown (single
         choice), a list of them (multiple choice), a text (short text), or a
-        list of texts, one per gap (gap fill). The command ``id`` identifies
+        list of texts, one per gap (gap fill); a speaking item is answered
+        by voice (:meth:`start_speaking`). The command ``id`` identifies
         this answer: sent again with the same ``id`` it is stored once.
         Raises ``closed`` after my deadline, after I submitted, while a
         proctor paused me, or when going back is not allowed.
@@ -134,55 +87,58 @@ class ExamCommands:
         command = SaveExamAnswer(
             id=id or self.next_id(), room=room, item=item, value=value
         )
-        return await self.request(command, timeout=timeout, retries=retries)
+        return await self.request(command, **options)
 
-    async def submit_exam(
-        self: _Requester,
-        room: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109
-        retries: int | None = None,
-    ) -> Ack:
+    async def submit_exam(self, room: str, **options: Unpack[Options]) -> Ack:
         """Student: hand in my attempt; submitting twice is harmless."""
-        command = SubmitExam(id=self.next_id(), room=room)
-        return await self.request(command, timeout=timeout, retries=retries)
+        return await self.request(SubmitExam(id=self.next_id(), room=room), **options)
+
+    async def start_speaking(
+        self, room: str, item: str, **options: Unpack[Options]
+    ) -> Ack:
+        """Student: record my spoken answer to ``item`` from now on.
+
+        My microphone must be on the room's media connection already (an
+        :class:`~client_sdk.audio.AudioPeer` of this client). The ack means
+        the recording runs; it is refused outside my open attempt, after my
+        deadline, and for an item that is not a speaking one.
+        """
+        command = StartSpeaking(id=self.next_id(), room=room, item=item)
+        return await self.request(command, **options)
+
+    async def stop_speaking(
+        self, room: str, item: str, **options: Unpack[Options]
+    ) -> Ack:
+        """Student: I finished speaking ``item``; the ack means it is stored."""
+        command = StopSpeaking(id=self.next_id(), room=room, item=item)
+        return await self.request(command, **options)
 
     async def report_signal(
-        self: _Requester,
+        self,
         room: str,
         signal: ClientSignal,
         detail: str = "",
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109
-        retries: int | None = None,
+        **options: Unpack[Options],
     ) -> Ack:
         """Student's page: tell the proctors what it noticed (tab hidden, ...)."""
         command = ReportSignal(
             id=self.next_id(), room=room, signal=signal, detail=detail
         )
-        return await self.request(command, timeout=timeout, retries=retries)
+        return await self.request(command, **options)
 
-    async def watch_exam(
-        self: _Watcher,
-        room: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109
-        retries: int | None = None,
-    ) -> ProctorView:
+    async def watch_exam(self, room: str, **options: Unpack[Options]) -> ProctorView:
         """Proctor: every seat of the room now; changes follow as notices."""
-        command = WatchExam(id=self.next_id(), room=room)
-        return await self.request(command, timeout=timeout, retries=retries)
+        return await self.request(WatchExam(id=self.next_id(), room=room), **options)
 
     async def proctor(
-        self: _Requester,
+        self,
         room: str,
         action: ProctorActionKind,
         user: str | None = None,
         *,
         message: str = "",
         ms: int = 0,
-        timeout: float | None = None,  # noqa: ASYNC109
-        retries: int | None = None,
+        **options: Unpack[Options],
     ) -> Ack:
         """Proctor: act on ``user``'s attempt, or on the room without ``user``.
 
@@ -197,4 +153,18 @@ class ExamCommands:
             message=message,
             ms=ms,
         )
-        return await self.request(command, timeout=timeout, retries=retries)
+        return await self.request(command, **options)
+
+    async def listen_to(self, room: str, user: str, **options: Unpack[Options]) -> Ack:
+        """Proctor: hear ``user``'s microphone on my media connection.
+
+        My :class:`~client_sdk.audio.AudioPeer` in ``room`` (with a slot)
+        receives their audio, and nobody else does, until
+        :meth:`stop_listening` or my next :meth:`listen_to`. Only the room's
+        proctors may; it goes into the room's log.
+        """
+        return await self.proctor(room, ProctorActionKind.LISTEN, user, **options)
+
+    async def stop_listening(self, room: str, **options: Unpack[Options]) -> Ack:
+        """Proctor: stop hearing the student I listen to; logged too."""
+        return await self.proctor(room, ProctorActionKind.STOP_LISTENING, **options)

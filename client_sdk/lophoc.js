@@ -652,6 +652,16 @@ export class Client extends EventTarget {
     return this.request({ type: "exam_signal", room, signal, detail });
   }
 
+  /** Student: start recording the spoken answer to `item` (needs a media connection). */
+  examSpeak(item, room = this.room) {
+    return this.request({ type: "exam_speak", room, item });
+  }
+
+  /** Student: stop recording `item`; resolves once the recording is its answer. */
+  examSpeakEnd(item, room = this.room) {
+    return this.request({ type: "exam_speak_end", room, item });
+  }
+
   /** Proctor: every seat (resolves with `exam_proctor_view`). */
   examWatch(room = this.room) {
     return this.request({ type: "exam_watch", room });

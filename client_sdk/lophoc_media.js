@@ -10,6 +10,13 @@
 //   const audio = new AudioPeer(client, { slots: 2, output: element });
 //   await audio.start();
 //   await audio.setMicrophone(await navigator.mediaDevices.getUserMedia({audio: true}));
+//
+// A VideoPeer adds video to the same connection (docs/protocol.md, "Video"):
+// a camera line offered `sendonly` from the start, with a track attached by
+// `setCamera` whenever the person turns it on, and `videoSlots` `recvonly`
+// lines the node fills with what this person may see. On a weak link,
+// `setQuality("off")` asks the node to stop the pictures and leave the link
+// to audio, and `setQuality("high")` brings them back.
 
 import { LophocError } from "./lophoc.js";
 
@@ -20,16 +27,20 @@ const GATHER_MS = 2000;
  * A WebRTC audio peer of one person in one room.
  *
  * `slots` is how many speakers it can hear at once; each slot plays through
- * an <audio> element appended to `output` (when given). Dispatches `state`
+ * an <audio> element appended to `output` (when given). `microphone: false`
+ * makes a peer that only receives. Dispatches `state`
  * (the peer connection's state) and `track` (a slot's MediaStreamTrack).
  */
 export class AudioPeer extends EventTarget {
-  constructor(client, { room = client.room, slots = 2, output = null } = {}) {
+  constructor(client, { room = client.room, slots = 2, output = null, microphone = true } = {}) {
     super();
     this.client = client;
     this.room = room;
     this.slots = Math.max(1, slots);
     this.output = output;
+    // A listener with no microphone (a proctor) offers its first line
+    // `recvonly`: the node then counts no microphone for it at all.
+    this.sends = microphone;
     this.pc = null;
     this.microphone = null;
     this.elements = [];
@@ -96,13 +107,10 @@ export class AudioPeer extends EventTarget {
 
   async _negotiate() {
     const iceServers = this.client.hello?.ice_servers ?? [];
-    const pc = new RTCPeerConnection({ iceServers });
+    // One transport for every line: the node answers with max-bundle.
+    const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
     this.pc = pc;
-    const track = this.microphone?.getAudioTracks()[0] ?? null;
-    pc.addTransceiver(track ?? "audio", { direction: "sendrecv" });
-    for (let slot = 1; slot < this.slots; slot += 1) {
-      pc.addTransceiver("audio", { direction: "recvonly" });
-    }
+    this._addLines(pc);
     pc.ontrack = (event) => this._play(event);
     pc.onconnectionstatechange = () => {
       this.dispatchEvent(new CustomEvent("state", { detail: pc.connectionState }));
@@ -146,6 +154,20 @@ export class AudioPeer extends EventTarget {
     }
   }
 
+  /** Add the offer's m-lines: the microphone, then the further audio slots. */
+  _addLines(pc) {
+    const track = this.microphone?.getAudioTracks()[0] ?? null;
+    pc.addTransceiver(track ?? "audio", { direction: this.sends ? "sendrecv" : "recvonly" });
+    for (let slot = 1; slot < this.slots; slot += 1) {
+      pc.addTransceiver("audio", { direction: "recvonly" });
+    }
+  }
+
+  /** Where the elements of `kind` ("audio" or "video") tracks go. */
+  _output(kind) {
+    return kind === "audio" ? this.output : null;
+  }
+
   _sendCandidate(message) {
     this.client.request(message, { retries: 1 }).catch(() => {});
   }
@@ -153,17 +175,116 @@ export class AudioPeer extends EventTarget {
   _play(event) {
     const stream = event.streams[0] ?? new MediaStream([event.track]);
     this.dispatchEvent(new CustomEvent("track", { detail: event.track }));
-    if (!this.output) return;
+    const kind = event.track.kind;
+    const output = this._output(kind);
+    if (!output) return;
     const index = this.pc.getTransceivers().indexOf(event.transceiver);
     let element = this.elements[index];
     if (!element) {
-      element = document.createElement("audio");
+      element = document.createElement(kind);
       element.autoplay = true;
+      // Video slots are silent pictures; a muted element may autoplay.
+      element.muted = kind === "video";
+      element.playsInline = true;
       element.dataset.slot = String(index);
-      this.output.append(element);
+      output.append(element);
       this.elements[index] = element;
     }
     element.srcObject = stream;
+    // A slot with nothing to carry stays hidden: a remote track is muted
+    // until its first packets arrive, and again when they stop.
+    const track = event.track;
+    element.hidden = track.muted;
+    track.onmute = () => { element.hidden = true; };
+    track.onunmute = () => { element.hidden = false; };
+  }
+}
+
+/**
+ * Audio and video of one person in one room, on one peer connection.
+ *
+ * `videoSlots` is how many published tracks it can see at once; each plays
+ * in a muted <video> element appended to `videoOutput` (when given). The
+ * node forwards the camera only where the person's role and the lesson
+ * allow (the host's goes to everyone), whatever the page sends.
+ */
+export class VideoPeer extends AudioPeer {
+  constructor(client, { videoSlots = 1, videoOutput = null, ...options } = {}) {
+    super(client, options);
+    this.videoSlots = Math.max(0, videoSlots);
+    this.videoOutput = videoOutput;
+    this.camera = null;
+    this.quality = "high";
+  }
+
+  /**
+   * Ask for `quality` ("high", "low" or "off") on this connection's video
+   * slots; resolves with the node's `video_quality_answer` (`requested`,
+   * `forwarded`, `layers`). Publishers send one layer, so "low" is
+   * forwarded as "high". The choice is kept and asked again after every
+   * renegotiation, since a new media connection starts at "high"; before
+   * `start` it is only kept (and resolves with `null`). A refused request
+   * leaves the previous choice in place.
+   */
+  async setQuality(quality) {
+    const before = this.quality;
+    this.quality = quality;
+    if (!this.pc) return null;
+    try {
+      return await this._askQuality();
+    } catch (error) {
+      this.quality = before;
+      throw error;
+    }
+  }
+
+  _askQuality() {
+    return this.client.request({ type: "video_quality", room: this.room, quality: this.quality });
+  }
+
+  async _negotiate() {
+    await super._negotiate();
+    if (this.quality === "high" || !this.pc) return;
+    try {
+      await this._askQuality();
+    } catch (error) {
+      // The media is up; only the choice did not reach the node.
+      this.dispatchEvent(new CustomEvent("failed", { detail: error }));
+    }
+  }
+
+  /** Attach a camera stream (or `null` to send nothing) without renegotiating. */
+  async setCamera(stream) {
+    const track = stream ? stream.getVideoTracks()[0] ?? null : null;
+    if (this.camera && this.camera !== stream) {
+      for (const old of this.camera.getTracks()) old.stop();
+    }
+    this.camera = stream;
+    if (this.pc) await this._cameraLine(this.pc).sender.replaceTrack(track);
+  }
+
+  /** Close as AudioPeer does, and stop the camera. */
+  async stop() {
+    await super.stop();
+    await this.setCamera(null);
+  }
+
+  _addLines(pc) {
+    super._addLines(pc);
+    const track = this.camera?.getVideoTracks()[0] ?? null;
+    pc.addTransceiver(track ?? "video", { direction: "sendonly" });
+    for (let slot = 0; slot < this.videoSlots; slot += 1) {
+      pc.addTransceiver("video", { direction: "recvonly" });
+    }
+  }
+
+  _output(kind) {
+    return kind === "video" ? this.videoOutput : super._output(kind);
+  }
+
+  /** The camera's transceiver: the first video line, which only sends. */
+  _cameraLine(pc) {
+    return pc.getTransceivers().find((line) => line.receiver.track.kind === "video");
   }
 }
 

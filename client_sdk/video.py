@@ -28,17 +28,17 @@ import collections
 import fractions
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
-from aiortc.mediastreams import MediaStreamError
 from av.video.frame import VideoFrame
 
 from .audio import AudioPeer
 from .client import Client
-from .protocol import Ack
+from .protocol import Ack, VideoLayer, VideoQuality, VideoQualityAnswer
+from .tracks import Pacer, frames_of
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class PatternTrack(MediaStreamTrack):
         self.height = height
         self.fps = fps
         self.sent = 0
-        self._start: float | None = None
+        self._pacer = Pacer()
         template = VideoFrame(width, height, "yuv420p")
         self._planes = [
             bytes([value]) * plane.buffer_size
@@ -102,14 +102,7 @@ class PatternTrack(MediaStreamTrack):
 
     async def recv(self) -> VideoFrame:
         """The next picture, once it is due."""
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        delay = self._start + self.sent / self.fps - now
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await self._pacer.wait(self, self.sent / self.fps)
         frame = self.picture(self.sent)
         self.sent += 1
         return frame
@@ -170,13 +163,7 @@ class PictureLog:
 
     async def watch(self, track: MediaStreamTrack, slot: int) -> None:
         """Keep the pictures of ``track`` as ``slot``'s until the track ends."""
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, VideoFrame):
-                continue
+        async for frame in frames_of(track, VideoFrame):
             at = time.monotonic()
             self.received += 1
             if self._first[slot] is None:
@@ -214,6 +201,51 @@ class PictureLog:
         return ", ".join(f"slot {s}: {c} x{n}" for (s, c), n in sorted(counts.items()))
 
 
+class VideoLines:
+    """A peer's video m-lines: the patterns it publishes, the slots it shows.
+
+    ``camera`` and ``screen`` are the colours to publish (None publishes
+    nothing); ``seen`` keeps what the ``slots`` receiving lines show.
+    """
+
+    def __init__(
+        self,
+        camera: Colour | None,
+        screen: Colour | None,
+        slots: int,
+        size: tuple[int, int],
+        fps: int,
+    ) -> None:
+        if screen is not None and camera is None:
+            raise ValueError("a screen needs a camera")
+        if slots < 0:
+            raise ValueError(f"video slots must not be negative, got {slots}")
+        self.publishing = [
+            PatternTrack(colour, *size, fps=fps)
+            for colour in (camera, screen)
+            if colour is not None
+        ]
+        self.seen = PictureLog(slots)
+        self._receivers: list[RTCRtpTransceiver] = []
+
+    def add_to(self, pc: RTCPeerConnection) -> None:
+        """Add the video m-lines to the offer ``pc`` is about to make."""
+        self._receivers = add_video_lines(pc, self.publishing, self.seen.slots)
+
+    def watch(self, track: MediaStreamTrack) -> Coroutine[Any, Any, None] | None:
+        """What keeps a received track's pictures; None if no slot receives it."""
+        slot = next(
+            (i for i, t in enumerate(self._receivers) if t.receiver.track is track),
+            None,
+        )
+        return None if slot is None else self.seen.watch(track, slot)
+
+    def stop(self) -> None:
+        """Stop the published patterns."""
+        for track in self.publishing:
+            track.stop()
+
+
 class VideoPeer(AudioPeer):
     """One participant's audio and video in ``room``, signaled through ``client``.
 
@@ -238,20 +270,13 @@ class VideoPeer(AudioPeer):
         fps: int = 15,
         **audio: Any,
     ) -> None:
-        if screen is not None and camera is None:
-            raise ValueError("a screen needs a camera")
-        if video_slots < 0:
-            raise ValueError(f"video_slots must not be negative, got {video_slots}")
+        lines = VideoLines(camera, screen, video_slots, size, fps)
         audio.setdefault("slots", 1)
         super().__init__(client, room, **audio)
         self.video_slots = video_slots
-        self.publishing = [
-            PatternTrack(colour, *size, fps=fps)
-            for colour in (camera, screen)
-            if colour is not None
-        ]
-        self.seen = PictureLog(video_slots)
-        self._video_receivers: list[RTCRtpTransceiver] = []
+        self.publishing = lines.publishing
+        self.seen = lines.seen
+        self._lines = lines
 
     def __repr__(self) -> str:
         return (
@@ -259,29 +284,31 @@ class VideoPeer(AudioPeer):
             f"video_slots={self.video_slots} {self.state}>"
         )
 
+    async def set_quality(self, quality: VideoLayer) -> VideoQualityAnswer:
+        """Ask for ``quality`` on this connection's video slots.
+
+        The answer says what the server forwards: publishers send one
+        layer, so ``low`` gets ``high`` back; ``off`` stops video and leaves
+        the link to audio until ``high`` is asked again.
+        """
+        command = VideoQuality(id="", room=self.room, quality=quality)
+        return await self.client.request(command)
+
     async def close(self) -> Ack | None:
         """Close as :meth:`AudioPeer.close` does, and stop the patterns."""
         left = await super().close()
-        for track in self.publishing:
-            track.stop()
+        self._lines.stop()
         return left
 
     def _add_video(self, pc: RTCPeerConnection) -> None:
-        self._video_receivers = add_video_lines(pc, self.publishing, self.video_slots)
+        self._lines.add_to(pc)
 
     def _on_video(self, track: MediaStreamTrack) -> None:
-        slot = next(
-            (
-                i
-                for i, t in enumerate(self._video_receivers)
-                if t.receiver.track is track
-            ),
-            None,
-        )
-        if slot is None:
+        watching = self._lines.watch(track)
+        if watching is None:
             logger.debug("room %s: ignored a video track", self.room)
             return
-        self._tasks.append(asyncio.create_task(self.seen.watch(track, slot)))
+        self._tasks.append(asyncio.create_task(watching))
 
 
 def add_video_lines(

@@ -8,12 +8,14 @@ after, so the figure does not flicker between the words of a sentence.
 This is deliberately simple: an energy detector, not a speech classifier.
 A loud fan counts as speech; a whisper in a quiet room may not. It is good
 enough for "who is talking" in the room's interface and for telling an
-empty spoken answer from a real one.
+empty spoken answer from a real one, and for noticing a student who talks
+during a written exam (:class:`VoiceWindow`).
 """
 
 from __future__ import annotations
 
 import array
+import collections
 import math
 import operator
 from dataclasses import dataclass
@@ -94,3 +96,31 @@ class VoiceMeter:
             voiced_seconds=self.voiced_samples / CLOCK_RATE,
             heard_seconds=self.heard_samples / CLOCK_RATE,
         )
+
+
+class VoiceWindow:
+    """Seconds of speech within the last ``window`` seconds, from samples.
+
+    Fed with a speaker's running :attr:`VoiceActivity.voiced_seconds` now
+    and then (on the event loop, not the worker's thread); it keeps the
+    growth between samples, so a meter that restarted (a new connection)
+    only counts from its restart.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._last: float | None = None
+        self._steps: collections.deque[tuple[float, float]] = collections.deque()
+
+    def add(self, now: float, voiced_seconds: float) -> float:
+        """Note the running total at ``now``; the speech within the window."""
+        last, self._last = self._last, voiced_seconds
+        if last is not None and voiced_seconds > last:
+            self._steps.append((now, voiced_seconds - last))
+        while self._steps and self._steps[0][0] <= now - self.window:
+            self._steps.popleft()
+        return sum(step for _, step in self._steps)
+
+    def clear(self) -> None:
+        """Forget the speech so far; the running total keeps being followed."""
+        self._steps.clear()

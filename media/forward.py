@@ -35,7 +35,7 @@ from av.packet import Packet
 from av.stream import Stream
 
 from .opus import CLOCK_RATE, TIME_BASE, OpusPacket, TimestampLine
-from .slot import SlotTrack
+from .slot import Inbound, SlotTrack
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ STALE_AFTER = 0.2
 _RESYNC_SAMPLES = CLOCK_RATE
 
 
-class InboundAudio:
+class InboundAudio(Inbound["ForwardTrack"]):
     """One participant's microphone, as the Opus packets their client sends.
 
     Packets with another payload type than the negotiated Opus one are
@@ -69,14 +69,10 @@ class InboundAudio:
     def __init__(
         self, participant: str, receiver: RTCRtpReceiver, payload_type: int
     ) -> None:
-        self.participant = participant
+        super().__init__(participant)
         self.payload_type = payload_type
-        #: The slots this source feeds now; kept by :meth:`ForwardTrack.assign`.
-        self.outlets: set[ForwardTrack] = set()
         #: Where decoded work goes (the speaker's worker), when anything needs it.
         self.sink: Callable[[OpusPacket], None] | None = None
-        self.received = 0
-        self.dropped = 0
         self._line = TimestampLine()
         # An instance attribute shadows the method for this receiver only.
         setattr(receiver, "_handle_rtp_packet", self._handle_rtp_packet)  # noqa: B010
@@ -118,7 +114,6 @@ class ForwardTrack(SlotTrack[InboundAudio, tuple[OpusPacket, InboundAudio]]):
         super().__init__(SLOT_QUEUE)
         self.listener = listener
         self.slot = slot
-        self.sent = 0
         # The timeline of what this slot sent: source and stream of the last
         # packet, the offset from its timestamps to ours, and where the next
         # packet would start.
@@ -144,11 +139,7 @@ class ForwardTrack(SlotTrack[InboundAudio, tuple[OpusPacket, InboundAudio]]):
             pts = self._restamp(packet, source)
             if pts is None:
                 continue
-            out = Packet(packet.payload)
-            out.pts = pts
-            out.time_base = TIME_BASE
-            self.sent += 1
-            return out
+            return self._packet(packet.payload, pts, TIME_BASE)
 
     def _restamp(self, packet: OpusPacket, source: InboundAudio) -> int | None:
         """This slot's timestamp for ``packet``, or None to drop it.

@@ -22,10 +22,12 @@ Who is forwarded is enforced here, on the server: :meth:`MediaRoom.set_speakers`
 takes the speakers in order of priority (:func:`media.floor.speakers` reads
 them from a lesson's turns); each listener's slots carry the
 first of them (never the listener themself) and a speaker keeps their slot
-while they stay in the set. Anyone else's packets are not forwarded, whatever
-their client sends. Video is steered the same way, per viewer, by
-:meth:`MediaRoom.set_video` (:func:`media.viewing.video_routes` reads it from
-the lesson's members and stage).
+while they stay in the set. :meth:`MediaRoom.set_listening` adds sources
+for single listeners only (a proctor listening to one student of an exam).
+Anyone else's packets are not forwarded, whatever their client sends.
+Video is steered the same way, per viewer, by :meth:`MediaRoom.set_video`
+(:func:`media.viewing.video_routes` reads it from the lesson's members and
+stage).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from aiortc import (
 from aiortc import exceptions as rtc_errors
 from aiortc import sdp as rtc_sdp
 
+from client_sdk.protocol import VideoLayer
+
 from .activity import VoiceActivity
 from .errors import (
     BadCandidate,
@@ -62,7 +66,13 @@ from .forward import ForwardTrack, InboundAudio
 from .ice import IceServer, rtc_configuration
 from .recorder import OggOpusWriter, RecordingInfo, RecordingKind
 from .slot import fill
-from .video import InboundVideo, VideoCodec, VideoForwardTrack, VideoKind
+from .video import (
+    InboundVideo,
+    VideoCodec,
+    VideoForwardTrack,
+    VideoKind,
+    forwarded_layer,
+)
 from .viewing import VideoSource
 from .worker import SpeakerWorker
 
@@ -263,6 +273,8 @@ class MediaRoom:
         self._on_state = on_state
         self._participants: dict[str, _Participant] = {}
         self._speakers: tuple[str, ...] = ()
+        self._listening: dict[str, tuple[str, ...]] = {}
+        self._metered: frozenset[str] = frozenset()
         self._video_routes: dict[str, list[VideoSource]] = {}
         # Serialises changes of membership, workers and recordings; SDP
         # negotiation happens outside it so joins do not wait on each other.
@@ -408,6 +420,20 @@ class MediaRoom:
         async with self._lock:
             await self._reconcile()
 
+    async def set_listening(
+        self, routes: Mapping[str, Sequence[str]], metered: Iterable[str] = ()
+    ) -> None:
+        """Forward to each listener of ``routes`` its sources, after the speakers.
+
+        ``metered`` participants are decoded for :meth:`activity` anyway.
+        """
+        self._check_open()
+        self._listening = {user: tuple(heard) for user, heard in routes.items()}
+        self._metered = frozenset(metered)
+        self._route()
+        async with self._lock:
+            await self._reconcile()
+
     def set_video(self, routes: Mapping[str, Sequence[VideoSource]]) -> None:
         """Show each viewer these published tracks, first ones first.
 
@@ -421,6 +447,15 @@ class MediaRoom:
             viewer: list(dict.fromkeys(wanted)) for viewer, wanted in routes.items()
         }
         self._route_video()
+
+    def set_video_quality(self, viewer: str, requested: VideoLayer) -> VideoLayer:
+        """Ask for ``requested`` on every video slot of ``viewer``.
+
+        Returns what the slots forward (:func:`media.video.forwarded_layer`).
+        """
+        for slot in self._get(viewer).video_slots:
+            slot.set_layer(requested)
+        return forwarded_layer(requested)
 
     async def start_recording(
         self,
@@ -596,11 +631,18 @@ class MediaRoom:
             and joined.inbound is not None
         ]
         for listener in self._participants.values():
-            fill(listener.slots, [s for s in sources if s.participant != listener.id])
+            private = [
+                joined.inbound
+                for user in self._listening.get(listener.id, ())
+                if (joined := self._participants.get(user)) is not None
+                and joined.inbound is not None
+            ]
+            wanted = dict.fromkeys(sources + private)
+            fill(listener.slots, [s for s in wanted if s.participant != listener.id])
 
     async def _reconcile(self) -> None:
-        """Give a worker to each speaker and recorded participant, and only them."""
-        speakers = set(self._speakers)
+        """Give a worker to each speaker, metered or recorded participant only."""
+        speakers = {*self._speakers, *self._metered}
         for joined in list(self._participants.values()):
             needs = joined.inbound is not None and (
                 joined.recording or joined.id in speakers

@@ -5,17 +5,21 @@ source at a time (a speaker's microphone, a published camera) through a
 bounded queue that the source fills from the event loop and aiortc's sender
 empties. :class:`SlotTrack` keeps the source, its ``outlets`` set, the queue
 and the end of the track; :mod:`media.forward` and :mod:`media.video` add
-what is particular to Opus and to video.
+what is particular to Opus and to video, and their sources start from
+:class:`Inbound`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
+from av.packet import Packet
+from av.stream import Stream
 
 
 class Source(Protocol):
@@ -28,6 +32,18 @@ class Source(Protocol):
 
 SourceT = TypeVar("SourceT", bound=Source)
 ItemT = TypeVar("ItemT")
+OutletT = TypeVar("OutletT")
+
+
+class Inbound(Generic[OutletT]):
+    """A participant's published track as a source: its slots and counters."""
+
+    def __init__(self, participant: str) -> None:
+        self.participant = participant
+        #: The slots this source feeds now; kept by the slots' ``assign``.
+        self.outlets: set[OutletT] = set()
+        self.received = 0
+        self.dropped = 0
 
 
 class SlotTrack(MediaStreamTrack, Generic[SourceT, ItemT]):
@@ -35,6 +51,8 @@ class SlotTrack(MediaStreamTrack, Generic[SourceT, ItemT]):
 
     def __init__(self, size: int) -> None:
         super().__init__()
+        #: Packets handed to aiortc's sender.
+        self.sent = 0
         self._source: SourceT | None = None
         self._queue: asyncio.Queue[ItemT | None] = asyncio.Queue(size)
 
@@ -71,6 +89,14 @@ class SlotTrack(MediaStreamTrack, Generic[SourceT, ItemT]):
         if item is None:
             raise MediaStreamError
         return item
+
+    def _packet(self, data: bytes, pts: int, time_base: Fraction) -> Packet[Stream]:
+        """An encoded packet for aiortc's sender, which packs it as it is."""
+        out = Packet(data)
+        out.pts = pts
+        out.time_base = time_base
+        self.sent += 1
+        return out
 
     def stop(self) -> None:
         """End the track: leave the source and wake a waiting ``recv``."""

@@ -42,7 +42,9 @@ from aiortc import RTCRtpReceiver, RTCRtpSender
 from av.packet import Packet
 from av.stream import Stream
 
-from .slot import SlotTrack
+from client_sdk.protocol import VideoLayer
+
+from .slot import Inbound, SlotTrack
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,12 @@ KEYFRAME_REQUEST_GAP = 0.25
 
 #: A slot whose sender read from it this recently counts as being read.
 PULL_WINDOW = 1.0
+
+#: The encodings a publisher sends of one track. The relay's answer
+#: negotiates no simulcast (aiortc reads neither ``a=simulcast`` nor
+#: ``a=rid``, RFC 8853), so a browser sends a single encoding, as aiortc
+#: always does, and there is no lower layer to pick for a weak link.
+LAYERS = 1
 
 #: A timestamp gap this large (two seconds) means the source restarted.
 _RESYNC_TICKS = 2 * CLOCK_RATE
@@ -175,20 +183,15 @@ class _FrameTap(queue.Queue[Any]):
         self._deliver(codec.name, frame.data, frame.timestamp)
 
 
-class InboundVideo:
+class InboundVideo(Inbound["VideoForwardTrack"]):
     """One published video track (a camera or a screen) of one participant."""
 
     def __init__(
         self, participant: str, kind: VideoKind, receiver: RTCRtpReceiver
     ) -> None:
-        self.participant = participant
+        super().__init__(participant)
         self.kind = kind
-        #: The viewers' slots this source feeds now; kept by
-        #: :meth:`VideoForwardTrack.assign`.
-        self.outlets: set[VideoForwardTrack] = set()
-        self.received = 0
         self.keyframes = 0
-        self.dropped = 0
         self.keyframe_requests = 0
         self._receiver = receiver
         self._asked_at = -KEYFRAME_REQUEST_GAP
@@ -246,6 +249,15 @@ class InboundVideo:
             outlet.push(frame, self)
 
 
+def forwarded_layer(requested: VideoLayer) -> VideoLayer:
+    """What a slot forwards when a viewer asks for ``requested``.
+
+    With one layer a slot has two honest choices: all of it or none. ``low``
+    gets all of it, and the viewer is told so.
+    """
+    return VideoLayer.OFF if requested is VideoLayer.OFF else VideoLayer.HIGH
+
+
 class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo]]):
     """The video a viewer sees on one slot: one published track at a time.
 
@@ -260,9 +272,9 @@ class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo
         self.viewer = viewer
         self.slot = slot
         self.codec = codec
-        self.sent = 0
         self.skipped = 0
         self._awaiting_key = True
+        self._layer = VideoLayer.HIGH
         self._timeline = VideoTimeline()
         # Whether aiortc's sender is reading this slot: it is not before the
         # viewer's connection is up, nor after it failed, and a slot nobody
@@ -286,11 +298,31 @@ class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo
         if not self._switch(source):
             return
         self._awaiting_key = True
-        if source is not None and self.readyState == "live":
-            source.request_keyframe()
+        if self.readyState == "live" and self._layer is not VideoLayer.OFF:
+            self.request_keyframe()
+
+    @property
+    def layer(self) -> VideoLayer:
+        """What this slot forwards: ``high`` (all there is) or ``off``."""
+        return self._layer
+
+    def set_layer(self, requested: VideoLayer) -> VideoLayer:
+        """Forward what the viewer asked for, as far as it exists; returns that."""
+        layer = forwarded_layer(requested)
+        if layer is self._layer:
+            return layer
+        self._layer = layer
+        if layer is VideoLayer.OFF:
+            self._drain()
+        self._awaiting_key = True
+        if layer is not VideoLayer.OFF:
+            self.request_keyframe()
+        return layer
 
     def push(self, frame: EncodedVideo, source: InboundVideo) -> None:
         """Queue a frame of ``source``; a full queue restarts at a keyframe."""
+        if self._layer is VideoLayer.OFF:
+            return
         if frame.codec is not self.codec:
             self.skipped += 1
             return
@@ -326,11 +358,7 @@ class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo
             pts = self._timeline.place(source, frame.timestamp, frame.arrival)
             if pts is None:
                 continue
-            out = Packet(frame.data)
-            out.pts = pts
-            out.time_base = TIME_BASE
-            self.sent += 1
-            return out
+            return self._packet(frame.data, pts, TIME_BASE)
 
     def _wait_for_key(self, source: InboundVideo) -> None:
         """Drop frames until a keyframe; ask for one if the sender is reading."""

@@ -96,6 +96,16 @@ class Exam:
     ) -> bool:
         """Save one answer; ``False`` when this answer id was saved already."""
         attempt = self.attempts.get(user)
+        saved = attempt.answers.get(item) if attempt is not None else None
+        if saved is not None and saved[0] == answer_id:
+            return False
+        self.check_open(user, item, now)
+        self.record(user, item, answer_id, value)
+        return True
+
+    def check_open(self, user: str, item: str, now: int) -> Attempt:
+        """The attempt, if ``user`` may answer ``item`` now; else :class:`Refused`."""
+        attempt = self.attempts.get(user)
         if attempt is None or attempt.state is AttemptState.NOT_STARTED:
             raise Refused(ErrorCode.INVALID, "start the exam first", "room")
         if attempt.state is AttemptState.PAUSED:
@@ -112,18 +122,19 @@ class Exam:
             raise Refused(ErrorCode.CLOSED, "your exam time is over", "room")
         if item not in self.items:
             raise Refused(ErrorCode.INVALID, f"no item {item!r} in this exam", "item")
-        saved = attempt.answers.get(item)
-        if saved is not None and saved[0] == answer_id:
-            return False
         went_back = item in attempt.order and attempt.order[-1] != item
         if went_back and not self.rules.allow_back:
             raise Refused(
                 ErrorCode.CLOSED, "this exam does not allow going back", "item"
             )
+        return attempt
+
+    def record(self, user: str, item: str, answer_id: str, value: object) -> None:
+        """Store an answer that was allowed when it began (a spoken one)."""
+        attempt = self.attempt(user)
         attempt.answers[item] = (answer_id, value)
         if item not in attempt.order:
             attempt.order.append(item)
-        return True
 
     def submit(self, user: str, now: int, reason: str = "submitted") -> Attempt:
         """End an attempt by the student's choice (or the deadline's)."""

@@ -22,14 +22,23 @@ from .audit import Checkpoint, LogEntry, LogHeader
 from .exam_paper import ExamAnswer, grade
 from .exam_room import ExamDesk
 
+#: The status of a speaking item whose recording an examiner has to grade.
+AWAITING_EXAMINER = "awaiting examiner"
+
 
 class ItemResult(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One item of one student: points, or ``None`` while an examiner grades."""
+    """One item of one student: points, or ``None`` while an examiner grades.
+
+    A recorded speaking item is ``awaiting examiner``, with the file to
+    download from ``/api/exams/{room}/recordings/{recording}``.
+    """
 
     item: str
     answered: bool
     points: float | None
     max: float
+    status: str | None = None
+    recording: str | None = None
 
 
 class StudentResult(msgspec.Struct, frozen=True):
@@ -81,7 +90,17 @@ def build_results(desk: ExamDesk) -> ExamResults:
                 ungraded += item.points
             else:
                 score += points
-            items.append(ItemResult(item.id, saved is not None, points, item.points))
+            spoken = item.kind.value == "speaking" and saved is not None
+            items.append(
+                ItemResult(
+                    item.id,
+                    saved is not None,
+                    points,
+                    item.points,
+                    status=AWAITING_EXAMINER if spoken else None,
+                    recording=str(saved[1]) if spoken and saved else None,
+                )
+            )
         students.append(
             StudentResult(
                 user=candidate.user,
@@ -140,7 +159,10 @@ def results_csv(results: ExamResults) -> str:
                 f"{s.ungraded:g}",
                 "yes" if s.flagged else "",
                 s.incidents,
-                *("" if i.points is None else f"{i.points:g}" for i in s.items),
+                *(
+                    i.status or "" if i.points is None else f"{i.points:g}"
+                    for i in s.items
+                ),
             ]
         )
     return out.getvalue()

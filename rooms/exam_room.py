@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from client_sdk.protocol import (
+    PAGE_SIGNALS,
     AttemptState,
     ErrorCode,
     ExamCommand,
@@ -35,6 +36,7 @@ from client_sdk.protocol import (
     Incident,
     IncidentKind,
     IncidentRaised,
+    ItemKind,
     Member,
     ProctorActionKind,
     ProctorCommand,
@@ -42,10 +44,10 @@ from client_sdk.protocol import (
     ReportSignal,
     Role,
     SaveExamAnswer,
-    Seat,
     SeatChanged,
-    SectionView,
     Severity,
+    StartSpeaking,
+    StopSpeaking,
     SubmitExam,
     WatchExam,
 )
@@ -53,17 +55,16 @@ from client_sdk.protocol import (
 from . import proctoring
 from .audit import CHECKPOINT_EVERY, AuditChain, LogEntry, Value
 from .errors import Refused
-from .exam import Attempt, Exam
-from .exam_paper import Variant, seed_for, variant
+from .exam import Exam
+from .exam_paper import Variant
 from .exam_setup import ExamSetup
+from .exam_views import DeskViews
 
 logger = logging.getLogger(__name__)
 
 #: Store collections of an exam room's log entries and signed checkpoints.
 AUDIT = "audit"
 CHECKPOINTS = "checkpoints"
-#: The newest incidents a proctor's first view carries.
-VIEW_INCIDENTS = 200
 #: Who the server's own entries name as their actor.
 SERVER = "server"
 #: A page's signal of the same kind sooner than this after the last one
@@ -81,14 +82,48 @@ class EntryKind(enum.StrEnum):
     SUBMITTED = "submitted"
     INCIDENT = "incident"
     ACTION = "action"
+    #: A student began speaking a speaking item; the recording runs.
+    SPEAKING = "speaking"
+    #: The recording of a spoken answer was stored: its file and digest.
+    RECORDED = "recorded"
+
+
+class SpokenAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """The recording of one spoken answer, as the media node stored it."""
+
+    user: str
+    item: str
+    #: The name it is stored and downloaded under.
+    file: str
+    #: SHA-256 of the file: the signed log vouches for the audio too.
+    sha256: str
+    size: int
+    seconds: float
+    voiced_seconds: float
+    at: int = 0
+
+
+class VoiceHeard(msgspec.Struct, frozen=True, kw_only=True):
+    """Voice a media node measured on a student's microphone."""
+
+    #: Milliseconds of voice within the last ``window_ms``.
+    voiced_ms: int
+    window_ms: int
 
 
 class ExamAction(msgspec.Struct, tag=True, frozen=True):
-    """An exam command from ``actor``, as received by their node."""
+    """An exam command from ``actor``, as received by their node.
+
+    ``recording`` comes with :class:`StopSpeaking` from the node that
+    recorded it, and ``voice`` with a ``voice_on_silent_item``
+    :class:`ReportSignal` from the node that heard it; never from a client.
+    """
 
     actor: Member
     command: ExamCommand
     received_at: int
+    recording: SpokenAnswer | None = None
+    voice: VoiceHeard | None = None
 
 
 ExamReplyMessage = ExamState | ProctorView
@@ -113,7 +148,7 @@ def key_for(entry_seq: int) -> str:
     return f"{entry_seq:010d}"
 
 
-class ExamDesk:
+class ExamDesk(DeskViews):
     """Attempts, incidents and actions of one exam room, kept as a log."""
 
     def __init__(self, setup: ExamSetup, sessions: dict[str, set[str]]) -> None:
@@ -141,6 +176,9 @@ class ExamDesk:
         #: Students with two connections open, and when to judge them.
         self._suspects: dict[str, int] = {}
         self._variants: dict[str, Variant] = {}
+        #: The item each student is speaking now, and the stored recordings.
+        self.speaking: dict[str, str] = {}
+        self.recordings: list[SpokenAnswer] = []
         self._words = {
             item.id: len(" ".join([item.prompt, *item.options]).split())
             for item in setup.paper.items()
@@ -204,6 +242,11 @@ class ExamDesk:
         elif kind is EntryKind.SUBMITTED:
             exam.submit(user, at, str(data.get("reason") or "submitted"))
             self._closing_entry = True
+        elif kind is EntryKind.SPEAKING:
+            exam.check_open(user, str(data["item"]), at)
+            self.speaking[user] = str(data["item"])
+        elif kind is EntryKind.RECORDED:
+            self._apply_recorded(entry, user)
         elif kind is EntryKind.INCIDENT:
             incident = Incident(
                 seq=entry.seq,
@@ -221,6 +264,24 @@ class ExamDesk:
                 self._too_fast_at[user] = int(data.get("answered") or 0)
         else:
             self._apply_action(entry, user)
+
+    def _apply_recorded(self, entry: LogEntry, user: str) -> None:
+        data = entry.data
+        spoken = SpokenAnswer(
+            user=user,
+            item=str(data["item"]),
+            file=str(data["file"]),
+            sha256=str(data["sha256"]),
+            size=int(data["size"] or 0),
+            seconds=float(data["seconds"] or 0),
+            voiced_seconds=float(data["voiced_seconds"] or 0),
+            at=entry.at,
+        )
+        if self.speaking.get(user) != spoken.item:
+            raise Refused(ErrorCode.INVALID, f"not speaking {spoken.item!r}", "item")
+        del self.speaking[user]
+        self.exam.record(user, spoken.item, str(data["command"]), spoken.file)
+        self.recordings.append(spoken)
 
     def _apply_action(self, entry: LogEntry, user: str) -> None:
         data, at, exam = entry.data, entry.at, self.exam
@@ -376,6 +437,10 @@ class ExamDesk:
             return self._save(actor.user, command, now)
         if isinstance(command, SubmitExam):
             return self._submit(actor.user, now)
+        if isinstance(command, StartSpeaking | StopSpeaking):
+            return self._speak(actor.user, command, action.recording, now)
+        if action.voice is not None:
+            return self._voice(actor.user, command, action.voice, now)
         return self._signal(actor.user, command, now)
 
     def _fetch(self, user: str, reply_id: str, now: int) -> ExamOutcome:
@@ -396,6 +461,11 @@ class ExamDesk:
         if command.id in self._seen.get(user, ()):
             outcome.duplicate = True
             return outcome
+        item = self.setup.paper.item(command.item)
+        if item is not None and item.kind is ItemKind.SPEAKING:
+            raise Refused(
+                ErrorCode.INVALID, "a speaking item is answered by voice", "item"
+            )
         data: dict[str, Value] = {
             "user": user,
             "item": command.item,
@@ -415,6 +485,46 @@ class ExamDesk:
         self._changed(outcome, user, now, notify_student=False)
         return outcome
 
+    def _speak(
+        self,
+        user: str,
+        command: StartSpeaking | StopSpeaking,
+        recording: SpokenAnswer | None,
+        now: int,
+    ) -> ExamOutcome:
+        outcome = ExamOutcome()
+        if f"{user}:{command.id}" in self._commands:
+            outcome.duplicate = True
+            return outcome
+        data: dict[str, Value] = {
+            "user": user,
+            "item": command.item,
+            "command": command.id,
+        }
+        if isinstance(command, StartSpeaking):
+            item = self.setup.paper.item(command.item)
+            if item is None or item.kind is not ItemKind.SPEAKING:
+                raise Refused(
+                    ErrorCode.INVALID, f"{command.item!r} is no speaking item", "item"
+                )
+            self._log(outcome, now, EntryKind.SPEAKING, user, data)
+            outcome.reply = self.state_for(user, now, reply_id=command.id)
+            return outcome
+        if recording is None or recording.item != command.item:
+            raise Refused(
+                ErrorCode.INVALID, "only the recording node ends a spoken answer"
+            )
+        data.update(
+            file=recording.file,
+            sha256=recording.sha256,
+            size=recording.size,
+            seconds=recording.seconds,
+            voiced_seconds=recording.voiced_seconds,
+        )
+        self._log(outcome, now, EntryKind.RECORDED, user, data)
+        self._changed(outcome, user, now, notify_student=False)
+        return outcome
+
     def _submit(self, user: str, now: int) -> ExamOutcome:
         outcome = ExamOutcome()
         attempt = self.exam.attempts.get(user)
@@ -428,8 +538,12 @@ class ExamDesk:
         return outcome
 
     def _signal(self, user: str, command: ReportSignal, now: int) -> ExamOutcome:
+        if command.signal not in PAGE_SIGNALS:
+            raise Refused(
+                ErrorCode.INVALID, "only the server raises this incident", "signal"
+            )
         outcome = ExamOutcome()
-        key = (user, IncidentKind(command.signal.value))
+        key = (user, command.signal)
         last = self._last_signal.get(key)
         if f"{user}:{command.id}" in self._commands or (
             last is not None and now - last < SIGNAL_QUIET_MS
@@ -441,13 +555,46 @@ class ExamDesk:
         self._incident(outcome, now, user, user, signal, command.id)
         return outcome
 
+    def _voice(
+        self, user: str, command: ReportSignal, voice: VoiceHeard, now: int
+    ) -> ExamOutcome:
+        kind = IncidentKind.VOICE_ON_SILENT_ITEM
+        if command.signal is not kind:
+            raise Refused(ErrorCode.INVALID, "voice comes with its own kind", "signal")
+        outcome = ExamOutcome()
+        attempt = self.exam.attempts.get(user)
+        # Voice is only out of place while the student sits the exam and is
+        # not answering a speaking item.
+        if (
+            f"{SERVER}:{command.id}" in self._commands
+            or user in self.speaking
+            or attempt is None
+            or attempt.state is not AttemptState.RUNNING
+        ):
+            return outcome
+        last = self._last_signal.get((user, kind))
+        since = None if last is None else now - last
+        signal = proctoring.voice_on_silent_item(
+            voice.voiced_ms, voice.window_ms, since
+        )
+        if signal is not None:
+            self._incident(outcome, now, user, SERVER, signal, command.id)
+        return outcome
+
     def _proctor(self, actor: Member, command: ProctorCommand, now: int) -> ExamOutcome:
         action, user = command.action, command.user
         whole_room = (
             ProctorActionKind.PAUSE,
             ProctorActionKind.RESUME,
             ProctorActionKind.NOTE,
+            ProctorActionKind.STOP_LISTENING,
         )
+        listening = (ProctorActionKind.LISTEN, ProctorActionKind.STOP_LISTENING)
+        if action in listening and actor.role is not Role.PROCTOR:
+            # Hearing a student is the proctors' own watch, not an admin's.
+            raise Refused(
+                ErrorCode.FORBIDDEN, "only this room's proctors may listen", "action"
+            )
         if user is None and action not in whole_room:
             raise Refused(ErrorCode.INVALID, f"{action.value} needs a user", "user")
         if user is not None and self.setup.candidate(user) is None:
@@ -473,6 +620,9 @@ class ExamDesk:
         if action is ProctorActionKind.ADD_TIME:
             data["ms"] = command.ms
         self._log(outcome, now, EntryKind.ACTION, actor.user, data)
+        if action in listening:
+            # The media node routes the audio; no attempt changed.
+            return outcome
 
         targets = [user] if user else [c.user for c in self.setup.students]
         if action is ProctorActionKind.WARN and user is not None:
@@ -521,91 +671,3 @@ class ExamDesk:
         outcome.notices.append((None, SeatChanged(self.setup.id, self.seat(user, now))))
         if notify_student:
             outcome.notices.append((user, self.state_for(user, now)))
-
-    # Views ------------------------------------------------------------------------
-
-    def variant_of(self, user: str) -> Variant:
-        """The student's variant: the same on every node and for grading."""
-        found = self._variants.get(user)
-        if found is None:
-            found = variant(self.setup.paper, seed_for(self._secret, user))
-            self._variants[user] = found
-        return found
-
-    def state_for(
-        self,
-        user: str,
-        now: int,
-        *,
-        sections: bool = False,
-        reply_id: str | None = None,
-    ) -> ExamState:
-        """The student's exam; their items only when asked and once open."""
-        rules = self.exam.rules
-        attempt = self.exam.attempts.get(user) or Attempt(user)
-        ends_at = attempt.ends_at(rules)
-        if attempt.state in (AttemptState.RUNNING, AttemptState.PAUSED):
-            remaining = attempt.remaining(rules, now)
-        elif attempt.state is AttemptState.NOT_STARTED:
-            remaining = max(ends_at - max(now, rules.opens_at), 0)
-        else:
-            remaining = 0
-        shown: list[SectionView] | None = None
-        if (
-            sections
-            and now >= rules.opens_at
-            and attempt.state is not (AttemptState.NOT_STARTED)
-        ):
-            shown = self.variant_of(user).sections
-        return ExamState(
-            room=self.setup.id,
-            title=self.setup.title,
-            opens_at=rules.opens_at,
-            late_join_until=rules.opens_at + rules.late_join_ms,
-            ends_at=ends_at,
-            remaining_ms=remaining,
-            server_time=now,
-            state=attempt.state,
-            allow_back=rules.allow_back,
-            id=reply_id,
-            sections=shown,
-            answers={item: value for item, (_, value) in attempt.answers.items()},  # type: ignore[misc]
-            reason=attempt.ended_reason,
-        )
-
-    def seat(self, user: str, now: int, connections: int | None = None) -> Seat:
-        """One student's seat as a proctor sees it."""
-        candidate = self.setup.candidate(user)
-        attempt = self.exam.attempts.get(user) or Attempt(user)
-        held = len(self.sessions.get(user, ())) if connections is None else connections
-        rules = self.exam.rules
-        running = attempt.state in (AttemptState.RUNNING, AttemptState.PAUSED)
-        return Seat(
-            user=user,
-            name=candidate.name if candidate else user,
-            school=candidate.school if candidate else "",
-            class_=candidate.class_ if candidate else "",
-            connected=held > 0,
-            connections=held,
-            state=attempt.state,
-            answered=len(attempt.answers),
-            items=len(self.exam.items),
-            ends_at=attempt.ends_at(rules),
-            remaining_ms=attempt.remaining(rules, now) if running else 0,
-            incidents=sum(1 for i in self.incidents if i.user == user),
-            warnings=self.warnings.get(user, 0),
-            flagged=user in self.flagged,
-            reason=attempt.ended_reason,
-        )
-
-    def proctor_view(self, reply_id: str, now: int) -> ProctorView:
-        """Every seat of the room and its newest incidents."""
-        return ProctorView(
-            id=reply_id,
-            room=self.setup.id,
-            title=self.setup.title,
-            opens_at=self.setup.opens_at,
-            server_time=now,
-            seats=[self.seat(c.user, now) for c in self.setup.students],
-            incidents=self.incidents[-VIEW_INCIDENTS:],
-        )

@@ -5,7 +5,8 @@ what it notices (:class:`ClientSignal`: the tab hidden, fullscreen left,
 a paste, a second screen, no face or several in front of the camera); the
 server notices what no page can hide (a disconnect and a return, a second
 connection of the same student, a new network address, answers coming
-faster than anyone could read the items). Nothing here does I/O: the exam
+faster than anyone could read the items, voice on the student's microphone
+while no spoken answer is being recorded). Nothing here does I/O: the exam
 room asks these functions and logs what they return.
 
 A client's signal is a claim by software the student controls, so it is
@@ -35,6 +36,7 @@ SEVERITY: dict[IncidentKind, Severity] = {
     IncidentKind.SECOND_CONNECTION: Severity.HIGH,
     IncidentKind.ADDRESS_CHANGED: Severity.MEDIUM,
     IncidentKind.TOO_FAST: Severity.MEDIUM,
+    IncidentKind.VOICE_ON_SILENT_ITEM: Severity.MEDIUM,
 }
 #: A blur or hidden page this many times is worth more than the first one.
 REPEATS_RAISE = 3
@@ -58,7 +60,7 @@ class Signal:
 
 def from_client(signal: ClientSignal, detail: str, seen_before: int) -> Signal:
     """The incident of a page's signal; ``seen_before`` of the same kind."""
-    kind = IncidentKind(signal.value)
+    kind = signal
     severity = SEVERITY[kind]
     if seen_before + 1 >= REPEATS_RAISE and severity in (Severity.LOW, Severity.MEDIUM):
         # A student who keeps leaving the page is more than a stray click.
@@ -145,4 +147,34 @@ def too_fast(
         IncidentKind.TOO_FAST,
         SEVERITY[IncidentKind.TOO_FAST],
         f"{answered} items in {elapsed_ms} ms; reading them takes {read_ms} ms",
+    )
+
+
+#: Voice on a student's microphone while no spoken answer of theirs is
+#: recorded becomes an incident once it adds up to this much within the
+#: window: a cough or a word to oneself is not worth a proctor's look.
+VOICE_MIN_MS = 2000
+VOICE_WINDOW_MS = 10_000
+#: At most one such incident per student this often: the proctor was told,
+#: and can listen in (``listen``) rather than read a stream of them.
+VOICE_EVERY_MS = 30_000
+
+
+def voice_on_silent_item(
+    voiced_ms: int, window_ms: int, since_last_ms: int | None
+) -> Signal | None:
+    """An incident for ``voiced_ms`` of voice heard within ``window_ms``.
+
+    ``since_last_ms`` is the time since the student's last incident of this
+    kind (None if none). The media node measures; the room decides here,
+    so the limits hold whichever node measured.
+    """
+    if voiced_ms < VOICE_MIN_MS or window_ms > VOICE_WINDOW_MS:
+        return None
+    if since_last_ms is not None and since_last_ms < VOICE_EVERY_MS:
+        return None
+    return Signal(
+        IncidentKind.VOICE_ON_SILENT_ITEM,
+        SEVERITY[IncidentKind.VOICE_ON_SILENT_ITEM],
+        f"{voiced_ms / 1000:.1f} s of voice within {window_ms / 1000:.0f} s",
     )

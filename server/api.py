@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import msgspec
 from starlette.requests import Request
@@ -24,7 +25,7 @@ from rooms.plan import PlanError, parse_plan
 from rooms.report import report_csv
 from rooms.writer import load_room
 
-from . import auth, lessons
+from . import auth, exams, lessons
 
 logger = logging.getLogger(__name__)
 
@@ -60,37 +61,64 @@ async def _body(request: Request) -> bytes | JSONResponse:
     return body
 
 
-async def create_lesson(request: Request) -> Response:
-    """``POST /api/lessons``: a lesson file (JSON or YAML) in the body."""
+class Created(Protocol):
+    """What creating a lesson or an exam room answers with."""
+
+    @property
+    def id(self) -> str: ...
+
+
+#: Makes a lesson or an exam room from a posted file: the token's claims,
+#: the body and its file name; a response when it refuses by itself.
+Make = Callable[[auth.Claims, bytes, str], Awaitable[Created | Response]]
+
+
+async def create_from_body(request: Request, kind: str, make: Make) -> Response:
+    """``POST`` of a lesson or exam file (JSON or YAML): 201 with what it made.
+
+    Only teachers and admins write one; the file name (``<kind>.json`` or
+    ``<kind>.yaml``) follows the request's content type. A bad file gets 422
+    with the path and message of every problem, a taken id 409.
+    """
     claims = _claims(request)
     if isinstance(claims, JSONResponse):
         return claims
     if claims.role not in (Role.ADMIN, Role.TEACHER):
-        return _error(403, "forbidden", "only teachers and admins create lessons")
+        return _error(403, "forbidden", f"only teachers and admins create {kind}s")
     body = await _body(request)
     if isinstance(body, JSONResponse):
         return body
-    kind = request.headers.get("content-type", "")
-    filename = "lesson.json" if "json" in kind else "lesson.yaml"
-    node = request.app.state.node
+    json = "json" in request.headers.get("content-type", "")
     try:
-        plan = parse_plan(body, filename)
-        if claims.role is Role.TEACHER and plan.host.user != claims.user:
-            return _error(403, "forbidden", "a teacher creates only lessons they host")
-        created = await lessons.create_lesson(
-            node.store, node.settings.secret, body, filename
-        )
+        made = await make(claims, body, f"{kind}.json" if json else f"{kind}.yaml")
     except PlanError as exc:
-        problems = [
-            {"path": path, "message": message} for path, message in exc.problems
-        ]
-        return _error(422, "invalid_lesson", str(exc), problems=problems)
-    except lessons.LessonExists as exc:
+        problems = [{"path": p, "message": m} for p, m in exc.problems]
+        return _error(422, f"invalid_{kind}", str(exc), problems=problems)
+    except (lessons.LessonExists, exams.ExamExists) as exc:
         return _error(409, "exists", str(exc))
     except BackendError:
         return _error(503, "unavailable", "the store is unreachable; try again")
-    logger.info("lesson %s created by %s", created.id, claims.user)
-    return _json(created, 201)
+    if isinstance(made, Response):
+        return made
+    logger.info("%s %s created by %s", kind, made.id, claims.user)
+    return _json(made, 201)
+
+
+async def create_lesson(request: Request) -> Response:
+    """``POST /api/lessons``: a lesson file (JSON or YAML) in the body."""
+    node = request.app.state.node
+
+    async def make(
+        claims: auth.Claims, body: bytes, filename: str
+    ) -> lessons.CreatedLesson | Response:
+        plan = parse_plan(body, filename)
+        if claims.role is Role.TEACHER and plan.host.user != claims.user:
+            return _error(403, "forbidden", "a teacher creates only lessons they host")
+        return await lessons.create_lesson(
+            node.store, node.settings.secret, body, filename
+        )
+
+    return await create_from_body(request, "lesson", make)
 
 
 async def join(request: Request) -> Response:

@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo",
         action="store_true",
-        help="create a demo lesson and print signed-in links to its pages "
-        "(for a local trial only)",
+        help="create a demo lesson and exam room and print signed-in links to "
+        "their pages (for a local trial only)",
     )
     serve.set_defaults(run=_serve)
 

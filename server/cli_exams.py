@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-
-import msgspec
 
 from rooms.exam_results import results_csv
 
 from . import exams
-from .cli_lessons import SettingsFrom, _with_store, command_group, create_from_file
+from .cli_lessons import (
+    Command,
+    _with_store,
+    create_from_file,
+    print_found,
+    subcommands,
+)
 from .settings import Settings
 
 
@@ -39,14 +42,7 @@ def _results(args: argparse.Namespace, settings: Settings) -> int:
     found = _with_store(
         settings, lambda store: exams.exam_results(store, args.exam, now)
     )
-    if found is None:
-        print(f"lophoc: no exam {args.exam!r}", file=sys.stderr)
-        return 2
-    if args.csv:
-        sys.stdout.write(results_csv(found))
-    else:
-        print(msgspec.json.format(msgspec.json.encode(found)).decode())
-    return 0
+    return print_found(found, f"exam {args.exam!r}", args.csv, results_csv)
 
 
 def _export_log(args: argparse.Namespace, settings: Settings) -> int:
@@ -63,24 +59,14 @@ def _export_log(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_exam_commands(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    settings_from: SettingsFrom,
-    add_common: Callable[[argparse.ArgumentParser], None],
-    add_backends: Callable[[argparse.ArgumentParser], None],
-) -> None:
+@subcommands(
+    "exam",
+    "create exam rooms, read results, export logs",
+    "Create an exam room from a file, read its results, or export its "
+    "log for lophoc verify-log.",
+)
+def add_exam_commands(command: Command) -> None:
     """Add ``lophoc exam create|results|export-log`` to the command's parser."""
-    command = command_group(
-        commands,
-        "exam",
-        "create exam rooms, read results, export logs",
-        "Create an exam room from a file, read its results, or export its "
-        "log for lophoc verify-log.",
-        settings_from,
-        add_common,
-        add_backends,
-    )
-
     create = command(
         "create",
         "Check and store an exam file (YAML or JSON); print its tokens as JSON.",

@@ -81,18 +81,25 @@ def _create(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def print_found(
+    found: T | None, what: str, csv: bool, to_csv: Callable[[T], str]
+) -> int:
+    """Print a report as JSON, or CSV with ``csv``; exit status 2 without one."""
+    if found is None:
+        print(f"lophoc: no {what}", file=sys.stderr)
+        return 2
+    if csv:
+        sys.stdout.write(to_csv(found))
+    else:
+        print(msgspec.json.format(msgspec.json.encode(found)).decode())
+    return 0
+
+
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     found = _with_store(
         settings, lambda store: lessons.lesson_report(store, args.lesson)
     )
-    if found is None:
-        print(f"lophoc: no lesson {args.lesson!r}", file=sys.stderr)
-        return 2
-    if args.csv:
-        sys.stdout.write(report_csv(found))
-    else:
-        print(msgspec.json.format(msgspec.json.encode(found)).decode())
-    return 0
+    return print_found(found, f"lesson {args.lesson!r}", args.csv, report_csv)
 
 
 def _join(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,23 +157,61 @@ def command_group(
     return command
 
 
-def add_lesson_commands(
-    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
-    settings_from: SettingsFrom,
-    add_common: Callable[[argparse.ArgumentParser], None],
-    add_backends: Callable[[argparse.ArgumentParser], None],
-) -> None:
+Command = Callable[[str, str, Run], argparse.ArgumentParser]
+AddCommands = Callable[
+    [
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        SettingsFrom,
+        Callable[[argparse.ArgumentParser], None],
+        Callable[[argparse.ArgumentParser], None],
+    ],
+    None,
+]
+
+
+def subcommands(
+    name: str, help_text: str, description: str
+) -> Callable[[Callable[[Command], None]], AddCommands]:
+    """Make a filler of subcommands an adder of ``lophoc <name>`` to the parser.
+
+    The adder takes the command's parser and its settings and option makers,
+    as :func:`command_group` does; the decorated function gets the maker of
+    subcommands and adds each.
+    """
+
+    def wrap(fill: Callable[[Command], None]) -> AddCommands:
+        def add(
+            commands: argparse._SubParsersAction[argparse.ArgumentParser],
+            settings_from: SettingsFrom,
+            add_common: Callable[[argparse.ArgumentParser], None],
+            add_backends: Callable[[argparse.ArgumentParser], None],
+        ) -> None:
+            fill(
+                command_group(
+                    commands,
+                    name,
+                    help_text,
+                    description,
+                    settings_from,
+                    add_common,
+                    add_backends,
+                )
+            )
+
+        add.__doc__ = fill.__doc__
+        return add
+
+    return wrap
+
+
+@subcommands(
+    "lesson",
+    "create lessons and read their reports",
+    "Create a lesson from a file, read its report, or turn a join code "
+    "into a student token.",
+)
+def add_lesson_commands(command: Command) -> None:
     """Add ``lophoc lesson create|report|join`` to the command's parser."""
-    command = command_group(
-        commands,
-        "lesson",
-        "create lessons and read their reports",
-        "Create a lesson from a file, read its report, or turn a join code "
-        "into a student token.",
-        settings_from,
-        add_common,
-        add_backends,
-    )
     create = command(
         "create",
         "Check and store a lesson file (YAML or JSON); print its tokens and "

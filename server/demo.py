@@ -2,9 +2,10 @@
 
 It creates a linked lesson of three schools in the node's store, mints
 tokens with the node's own key for a teacher, a co-teacher and three
-students, and prints a link per person that opens the right page already
-signed in. The token rides in the URL fragment (``#token=...``), which a
-browser never sends to the server, so it reaches no log. The links are for
+students, creates an exam room for the same three students with a proctor,
+and prints a link per person that opens the right page already signed in.
+The token rides in the URL fragment (``#token=...``), which a browser never
+sends to the server, so it reaches no log. The links are for
 a local trial only: anyone holding one is that person until the token
 expires.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -21,7 +23,7 @@ from urllib.parse import quote, urlsplit
 from client_sdk.protocol import Role
 from rooms.backends import open_store
 
-from . import auth, lessons
+from . import auth, exams, lessons
 from .settings import Settings
 
 #: The demo's schools, each with a class, a co-teacher and a student.
@@ -32,6 +34,19 @@ SCHOOLS = (
 )
 #: Demo tokens last as long as a lesson's.
 TTL_SECONDS = lessons.LESSON_TOKEN_TTL
+#: The demo exam opens this long after the demo starts, so that its sealed
+#: state (a countdown, no paper) can be seen first.
+EXAM_OPENS_IN_MS = 2 * 60_000
+#: How long the demo exam runs once open.
+EXAM_MINUTES = 20
+#: The demo exam's proctor.
+PROCTOR = ("p-thu", "Cô Thu")
+#: The headings ``describe`` prints above each part of the demo.
+LESSON_HEADING = "Demo lesson (links for a local trial only; each signs you in):"
+EXAM_HEADING = (
+    f"Demo exam room (opens {EXAM_OPENS_IN_MS // 60_000} minutes after the start;"
+    " links for a local trial only):"
+)
 
 
 class DemoError(ValueError):
@@ -46,6 +61,7 @@ class DemoLink:
     path: str
     token: str | None = None
     code: str | None = None
+    heading: str = LESSON_HEADING
 
     def url(self, base: str) -> str:
         """The full link on a node at ``base`` (``http://host:port``)."""
@@ -110,14 +126,80 @@ def plan(lesson_id: str) -> dict[str, object]:
     }
 
 
+def exam_plan(exam_id: str, opens_at_ms: int) -> dict[str, object]:
+    """The demo exam file, as docs/exams.md describes: the three students."""
+    return {
+        "id": exam_id,
+        "opens_at": opens_at_ms,
+        "duration_minutes": EXAM_MINUTES,
+        "late_join_minutes": EXAM_MINUTES,
+        "students": [
+            {"user": user, "name": name, "school": school, "class": klass}
+            for school, klass, _, (user, name) in SCHOOLS
+        ],
+        "proctors": [{"user": PROCTOR[0], "name": PROCTOR[1]}],
+        "examiners": ["t-lan"],
+        "paper": {
+            "title": "English 8: food and drink",
+            "sections": [
+                {
+                    "title": "Words",
+                    "items": [
+                        {
+                            "id": "w1",
+                            "kind": "single",
+                            "prompt": "Which is a drink?",
+                            "options": ["bread", "milk", "rice"],
+                            "answer": 1,
+                        },
+                        {
+                            "id": "w2",
+                            "kind": "multiple",
+                            "prompt": "Which are fruit?",
+                            "options": ["mango", "fish", "banana", "egg"],
+                            "answer": [0, 2],
+                        },
+                        {
+                            "id": "w3",
+                            "kind": "gap_fill",
+                            "prompt": "I drink ___ every morning.",
+                            "answer": [["tea", "milk", "water", "coffee"]],
+                        },
+                    ],
+                },
+                {
+                    "title": "Speaking",
+                    "items": [
+                        {
+                            "id": "s1",
+                            "kind": "speaking",
+                            "prompt": "Tell us about your favourite food.",
+                            "seconds": 60,
+                            "points": 3,
+                        },
+                    ],
+                },
+            ],
+        },
+    }
+
+
 async def create(store_url: str, data_dir: Path, secret: str) -> list[DemoLink]:
-    """Store a new demo lesson; return the links of its people."""
+    """Store a new demo lesson and exam room; return the links of their people."""
     store = open_store(store_url, data_dir)
     await store.connect()
     try:
         lesson_id = f"demo-{secrets.token_hex(3)}"
         created = await lessons.create_lesson(
             store, secret, json.dumps(plan(lesson_id)), "demo.json"
+        )
+        now_ms = time.time_ns() // 1_000_000
+        exam = await exams.create_exam(
+            store,
+            secret,
+            json.dumps(exam_plan(f"{lesson_id}-exam", now_ms + EXAM_OPENS_IN_MS)),
+            "demo-exam.json",
+            now_ms // 1000,
         )
     finally:
         await store.close()
@@ -162,6 +244,24 @@ async def create(store_url: str, data_dir: Path, secret: str) -> list[DemoLink]:
             code=created.classes[0].code,
         )
     )
+    for (school, *_), sitting in zip(SCHOOLS, exam.students, strict=True):
+        links.append(
+            DemoLink(
+                f"exam: {sitting.name} ({school})",
+                "/web/exam.html",
+                sitting.token,
+                heading=EXAM_HEADING,
+            )
+        )
+    for proctor in exam.proctors:
+        links.append(
+            DemoLink(
+                f"proctor: {proctor.name}",
+                "/web/proctor.html",
+                proctor.token,
+                heading=EXAM_HEADING,
+            )
+        )
     return links
 
 
@@ -182,8 +282,12 @@ def prepare(settings: Settings) -> list[DemoLink]:
 
 
 def describe(links: list[DemoLink], base: str) -> str:
-    """The text ``lophoc serve --demo`` prints: one line per person."""
-    lines = ["Demo lesson (links for a local trial only; each signs you in):"]
+    """The text ``lophoc serve --demo`` prints: a heading per part, a person each."""
+    lines: list[str] = []
+    heading = ""
     for link in links:
+        if link.heading != heading:
+            heading = link.heading
+            lines.append(heading)
         lines.append(f"  {link.who}\n    {link.url(base)}")
     return "\n".join(lines)

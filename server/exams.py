@@ -22,12 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from client_sdk.protocol import Role
 from rooms.audit import Checkpoint, LogEntry, public_key_hex
 from rooms.exam_results import ExamResults, build_results, export_log
-from rooms.exam_room import AUDIT, CHECKPOINTS
+from rooms.exam_room import AUDIT, CHECKPOINTS, SpokenAnswer
 from rooms.exam_setup import EXAM, ExamSetup, parse_exam
 from rooms.store import Store
 from rooms.writer import LESSON, load_room
 
 from . import auth
+from .exam_speaking import RECORDING, recording_key
 from .lessons import Access
 
 #: Exam tokens last from creation until a day after the exam's end.
@@ -126,6 +127,24 @@ async def exam_results(store: Store, exam_id: str, now: int) -> ExamResults | No
     # A copy read from the store: what the tick adds is never written.
     room.exam.tick(now)
     return build_results(room.exam)
+
+
+async def exam_recordings(store: Store, exam_id: str) -> list[SpokenAnswer]:
+    """The stored spoken answers of an exam room, in the order of its log."""
+    room = await load_room(store, exam_id)
+    return [] if room.exam is None else list(room.exam.recordings)
+
+
+async def exam_recording(store: Store, exam_id: str, file: str) -> bytes | None:
+    """The audio of one spoken answer the room's log lists, or ``None``.
+
+    Only a name the log lists is looked up, so no request reaches any other
+    document of the store.
+    """
+    listed = {spoken.file for spoken in await exam_recordings(store, exam_id)}
+    if file not in listed:
+        return None
+    return await store.load_document(RECORDING, recording_key(exam_id, file))
 
 
 async def exam_log(store: Store, exam_id: str, key: Ed25519PrivateKey) -> bytes:

@@ -6,7 +6,10 @@ events like any local listener: it keeps its own copy of the room's state,
 and on every change of the floor, the teachers present or the mutes, it
 tells the relay who is heard and who sees which video (the host, the
 linked classes, the class on stage). A granted turn starts a recording of its
-speaker, a released turn ends it.
+speaker, a released turn ends it. In an exam room no student is forwarded
+to anybody: a student's audio is recorded for a speaking item
+(:mod:`server.exam_speaking`), measured for voice on a silent item, and
+forwarded to a proctor who listens to them (:mod:`server.exam_media`).
 
 Known limit: a room's media lives on the node where its participants'
 sockets are. With several nodes the reverse proxy must send a room's
@@ -20,7 +23,7 @@ import asyncio
 import logging
 import pathlib
 import re
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from client_sdk.protocol import (
@@ -30,6 +33,7 @@ from client_sdk.protocol import (
     IceServerInfo,
     Member,
     RoomEvent,
+    VideoLayer,
 )
 from media.errors import MediaError
 from media.floor import speakers
@@ -42,6 +46,9 @@ from rooms.hub import Hub
 from rooms.room import Room
 from rooms.writer import load_room
 
+from .exam_media import ExamMicrophones
+from .exam_speaking import SpokenAnswers
+
 logger = logging.getLogger(__name__)
 
 _unsafe = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -50,10 +57,19 @@ _unsafe = re.compile(r"[^A-Za-z0-9_.-]+")
 class RoomMedia:
     """The relay of one room, and the room state that steers it."""
 
-    def __init__(self, room: Room, relay: MediaRoom, recordings: pathlib.Path) -> None:
+    def __init__(
+        self,
+        room: Room,
+        relay: MediaRoom,
+        recordings: pathlib.Path,
+        noticed: Callable[[str, EncodedNotice], None] | None = None,
+        microphones: ExamMicrophones | None = None,
+    ) -> None:
         self.room = room
         self.relay = relay
         self._recordings = recordings
+        self._noticed = noticed
+        self._microphones = microphones
         self._tasks: set[asyncio.Task[None]] = set()
         self._steer: asyncio.Lock = asyncio.Lock()
 
@@ -67,14 +83,16 @@ class RoomMedia:
         self.room.replay(decoded)
         if isinstance(decoded, HandQueue):
             return
-        self._spawn(self._apply(decoded))
+        self.spawn(self._apply(decoded))
 
     def reset(self, room: str) -> None:
         """Lost events: the next offer or event reloads nothing; log it."""
         logger.warning("room %s: media view lost events", room)
 
     def notice(self, notice: EncodedNotice) -> None:
-        """Notices do not change who is heard."""
+        """Notices do not change who is heard; an exam's may end a recording."""
+        if self._noticed is not None and self.room.exam is not None:
+            self._noticed(self.room.id, notice)
 
     def membership(self, room: str) -> tuple[Member, str] | None:
         """The relay is not a member of the room."""
@@ -84,6 +102,12 @@ class RoomMedia:
 
     async def steer(self) -> None:
         """Forward exactly the speakers and the video the room's state allows."""
+        exam = self._microphones
+        if self.room.exam is not None and exam is not None:
+            await self.relay.set_listening(
+                exam.routes(self.room.id), exam.metered(self)
+            )
+            return
         turns, lesson = self.room.turns, self.room.lesson
         if turns is None or lesson is None:
             return
@@ -129,7 +153,8 @@ class RoomMedia:
             except MediaError:
                 logger.debug("room %s: no recording of %s to stop", self.room.id, user)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` until it ends or the room's media closes."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -157,6 +182,10 @@ class MediaHub:
         self._rooms: dict[str, RoomMedia] = {}
         self._owners: dict[tuple[str, str], str] = {}
         self._lock = asyncio.Lock()
+        #: Spoken exam answers being recorded on this node.
+        self.answers = SpokenAnswers(hub, self)
+        #: Exam students' voice watched, and proctors listening in.
+        self.microphones = ExamMicrophones(hub, self)
 
     def folder(self, room_id: str) -> pathlib.Path:
         """Where the recordings of a room go."""
@@ -181,10 +210,27 @@ class MediaHub:
                 state,
                 MediaRoom(room_id, ice_servers=self._ice),
                 self.folder(room_id),
+                self.answers.noticed,
+                self.microphones,
             )
+            if state.exam is not None:
+                media.spawn(self.microphones.watch(media))
             await self._hub.listen(room_id, media)
             self._rooms[room_id] = media
             return media
+
+    async def resteer(self, room_id: str) -> None:
+        """Steer ``room_id``'s relay again, if this node holds its media."""
+        media = self._rooms.get(room_id)
+        if media is not None:
+            await media.steer()
+
+    def relay_of(self, room_id: str, user: str) -> MediaRoom | None:
+        """The relay that holds ``user``'s media in ``room_id`` on this node."""
+        media = self._rooms.get(room_id)
+        if media is None or user not in media.relay.participants:
+            return None
+        return media.relay
 
     async def offer(self, room_id: str, user: str, session: str, sdp: str) -> str:
         """Answer ``user``'s offer in ``room_id`` and steer who is heard.
@@ -213,6 +259,15 @@ class MediaHub:
             raise MediaError("send media_offer first", room_id)
         await media.relay.add_candidate(user, candidate, sdp_mid, sdp_mline_index)
 
+    def video_quality(
+        self, room_id: str, user: str, requested: VideoLayer
+    ) -> VideoLayer:
+        """Ask for less or full video on ``user``'s slots; what they now get."""
+        media = self._rooms.get(room_id)
+        if media is None or user not in media.relay.participants:
+            raise MediaError("send media_offer first", room_id)
+        return media.relay.set_video_quality(user, requested)
+
     async def leave(self, room_id: str, user: str, session: str) -> None:
         """Close ``user``'s media in a room; the room's relay closes when empty.
 
@@ -223,8 +278,10 @@ class MediaHub:
         if self._owners.get((room_id, user)) != session:
             return
         del self._owners[(room_id, user)]
+        self.microphones.forget(room_id, user)
         if media is None or user not in media.relay.participants:
             return
+        await self.answers.cut(room_id, user)
         await media.relay.remove(user)
         await media.steer()
         if not media.relay.participants:
@@ -234,7 +291,8 @@ class MediaHub:
             await media.close()
 
     async def close(self) -> None:
-        """Close every room's media."""
+        """Close every room's media, storing the spoken answers it recorded."""
+        await self.answers.close()
         for room_id, media in list(self._rooms.items()):
             await self._hub.unlisten(room_id, media)
             await media.close()

@@ -52,8 +52,11 @@ from client_sdk.protocol import (
     ProbeReply,
     Role,
     TurnCommand,
+    VideoQuality,
+    VideoQualityAnswer,
 )
 from media.errors import MediaError, RoomClosed
+from media.video import LAYERS
 from rooms.errors import BackendError, Refused
 from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
@@ -454,8 +457,13 @@ class Session:
             self._probe_answered(command)
         elif isinstance(command, ExamCommand):
             joined = command.room in self._rooms
-            self._send(await exam_command(self._hub, self._member, joined, command))
-        elif isinstance(command, MediaOffer | MediaCandidate | MediaLeave):
+            reply = await exam_command(
+                self._hub, self._member, joined, command, self._media
+            )
+            self._send(reply)
+        elif isinstance(
+            command, MediaOffer | MediaCandidate | MediaLeave | VideoQuality
+        ):
             await self._media_command(command)
         else:
             await self._lesson(command)
@@ -477,7 +485,7 @@ class Session:
         self._send(Ack(id=command.id, room=room, offset=appended.offset))
 
     async def _media_command(
-        self, command: MediaOffer | MediaCandidate | MediaLeave
+        self, command: MediaOffer | MediaCandidate | MediaLeave | VideoQuality
     ) -> None:
         room = command.room
         if room not in self._rooms:
@@ -490,6 +498,18 @@ class Session:
                 answer = await self._media.offer(room, user, self.id, command.sdp)
                 self._media_rooms.add(room)
                 self._send(MediaAnswer(id=command.id, room=room, sdp=answer))
+                return
+            if isinstance(command, VideoQuality):
+                forwarded = self._media.video_quality(room, user, command.quality)
+                self._send(
+                    VideoQualityAnswer(
+                        id=command.id,
+                        room=room,
+                        requested=command.quality,
+                        forwarded=forwarded,
+                        layers=LAYERS,
+                    )
+                )
                 return
             if isinstance(command, MediaCandidate):
                 await self._media.candidate(

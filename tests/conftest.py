@@ -1,4 +1,8 @@
-"""Fixtures for every test: a real redis-server, started once per session."""
+"""Fixtures for every test: a real redis-server, started once per session.
+
+A failed test's report also shows the output of every ``lophoc serve``
+process its fixtures started.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.helpers import MISSING_REDIS, RedisProcess
+from tests.helpers import MISSING_REDIS, LophocProcess, RedisProcess, processes_in
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +53,21 @@ def redis_process(tmp_path: pathlib.Path) -> Iterator[RedisProcess]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    """Attach the logs of the servers a failed test used to its report."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed:
+        return
+    servers: list[LophocProcess] = []
+    for value in getattr(item, "funcargs", {}).values():
+        servers.extend(processes_in(value))
+    for server in dict.fromkeys(servers):
+        report.sections.append(
+            (f"lophoc serve on port {server.port}", server.log_tail(80))
+        )

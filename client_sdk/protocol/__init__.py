@@ -30,18 +30,13 @@ from .core import (
 )
 from .exam import *  # noqa: F403
 from .exam import (
-    ExamFetch,
+    ExamCommand,
     ExamNotice,
     ExamState,
     ExamWarning,
     IncidentRaised,
-    ProctorCommand,
     ProctorView,
-    ReportSignal,
-    SaveExamAnswer,
     SeatChanged,
-    SubmitExam,
-    WatchExam,
 )
 from .lesson import *  # noqa: F403
 from .lesson import (
@@ -66,7 +61,14 @@ from .lesson import (
     StepActivity,
 )
 from .media import *  # noqa: F403
-from .media import MediaAnswer, MediaCandidate, MediaLeave, MediaOffer
+from .media import (
+    MediaAnswer,
+    MediaCandidate,
+    MediaLeave,
+    MediaOffer,
+    VideoQuality,
+    VideoQualityAnswer,
+)
 from .turns import *  # noqa: F403
 from .turns import (
     DrillEnded,
@@ -110,12 +112,8 @@ ClientMessage: TypeAlias = (
     | MediaOffer
     | MediaCandidate
     | MediaLeave
-    | ExamFetch
-    | SaveExamAnswer
-    | SubmitExam
-    | ReportSignal
-    | WatchExam
-    | ProctorCommand
+    | VideoQuality
+    | ExamCommand
 )
 RoomEvent: TypeAlias = (
     MemberJoined
@@ -147,6 +145,7 @@ ServerMessage: TypeAlias = (
     | LessonSnapshot
     | Probe
     | MediaAnswer
+    | VideoQualityAnswer
     | ExamState
     | ProctorView
     | SeatChanged

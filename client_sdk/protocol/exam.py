@@ -12,7 +12,9 @@ A student saves answers one at a time with :class:`SaveExamAnswer`; the
 ``ack`` means the answer is stored. The command id identifies the answer: a
 save sent again with the same id is stored once. :class:`SubmitExam` ends
 the attempt; at the student's deadline the server submits it by itself,
-and every later save is refused with ``closed``.
+and every later save is refused with ``closed``. A speaking item is
+answered by voice: :class:`StartSpeaking` and :class:`StopSpeaking` record
+the microphone the student sends on the room's media connection.
 
 Proctors watch with :class:`WatchExam`, which answers with a
 :class:`ProctorView` of every seat; after it, every change of a seat comes
@@ -33,8 +35,8 @@ from .core import Command, Millis, RoomId
 
 #: What a student answers to one item: an option index (single choice), a
 #: text (short text), or a list (option indices for multiple choice, one
-#: text per gap for gap fill). Speaking items take a reference to the
-#: recording, as text.
+#: text per gap for gap fill). A speaking item's answer is its recording,
+#: which the server files (:class:`StartSpeaking`); its value is the file's name.
 ExamValue: TypeAlias = (
     int
     | Annotated[str, msgspec.Meta(max_length=2000)]
@@ -70,22 +72,12 @@ class AttemptState(enum.StrEnum):
     ENDED = "ended"
 
 
-class ClientSignal(enum.StrEnum):
-    """What an exam page reports of its student's behaviour."""
-
-    PAGE_HIDDEN = "page_hidden"
-    WINDOW_BLUR = "window_blur"
-    FULLSCREEN_LEFT = "fullscreen_left"
-    COPY = "copy"
-    PASTE = "paste"
-    SECOND_SCREEN = "second_screen"
-    DEVTOOLS = "devtools"
-    FACE_MISSING = "face_missing"
-    FACES_SEVERAL = "faces_several"
-
-
 class IncidentKind(enum.StrEnum):
-    """What an incident is about: a client's signal or the server's own."""
+    """What an incident is about: a page's signal or the server's own.
+
+    Those without a comment are what an exam page reports of its student
+    (:data:`PAGE_SIGNALS`); the others only the server raises.
+    """
 
     PAGE_HIDDEN = "page_hidden"
     WINDOW_BLUR = "window_blur"
@@ -106,6 +98,22 @@ class IncidentKind(enum.StrEnum):
     ADDRESS_CHANGED = "address_changed"
     #: An answer came sooner after the item was shown than anyone can read it.
     TOO_FAST = "too_fast"
+    #: Sustained voice on the student's microphone while no spoken answer
+    #: of theirs was being recorded.
+    VOICE_ON_SILENT_ITEM = "voice_on_silent_item"
+
+
+#: What an exam page reports of its student's behaviour: the incident kinds
+#: a page may claim (:class:`ReportSignal`), never the server's own.
+ClientSignal = IncidentKind
+PAGE_SIGNALS = frozenset(IncidentKind) - {
+    IncidentKind.DISCONNECTED,
+    IncidentKind.RECONNECTED,
+    IncidentKind.SECOND_CONNECTION,
+    IncidentKind.ADDRESS_CHANGED,
+    IncidentKind.TOO_FAST,
+    IncidentKind.VOICE_ON_SILENT_ITEM,
+}
 
 
 class Severity(enum.StrEnum):
@@ -134,6 +142,11 @@ class ProctorActionKind(enum.StrEnum):
     FLAG = "flag"
     #: Add ``message`` to the record, about ``user`` or the whole room.
     NOTE = "note"
+    #: Hear ``user``'s microphone on my own media connection, instead of
+    #: whoever I listened to before. Only the room's proctors may.
+    LISTEN = "listen"
+    #: Stop hearing the student I listen to; needs no ``user``.
+    STOP_LISTENING = "stop_listening"
 
 
 # Views --------------------------------------------------------------------
@@ -223,11 +236,41 @@ class SubmitExam(Command, tag="exam_submit"):
 
 
 class ReportSignal(Command, tag="exam_signal"):
-    """Student's page: something the proctors should know (an incident)."""
+    """Student's page: something the proctors should know (an incident).
+
+    ``signal`` is one of :data:`PAGE_SIGNALS`; a kind only the server
+    raises is refused with ``invalid``.
+    """
 
     room: RoomId
     signal: ClientSignal
     detail: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class StartSpeaking(Command, tag="exam_speak"):
+    """Student: record my spoken answer to the speaking ``item`` from now on.
+
+    The recording is of the microphone this connection's person sends on
+    the room's media connection (``media_offer`` first). ``ack`` once it
+    runs; refused unless the attempt is open, before the deadline, and
+    ``item`` is a speaking item (going back to one too, without
+    ``allow_back``).
+    """
+
+    room: RoomId
+    item: ItemRef
+
+
+class StopSpeaking(Command, tag="exam_speak_end"):
+    """Student: I finished speaking ``item``; ``ack`` once the answer is stored.
+
+    The recording becomes the item's answer and an entry of the room's log.
+    The server ends it by itself at the deadline, when a proctor pauses or
+    ends the attempt, and when the media connection closes.
+    """
+
+    room: RoomId
+    item: ItemRef
 
 
 class WatchExam(Command, tag="exam_watch"):
@@ -239,9 +282,9 @@ class WatchExam(Command, tag="exam_watch"):
 class ProctorCommand(Command, tag="exam_proctor"):
     """Proctor: act on ``user``'s attempt, or on the whole room without one.
 
-    ``pause``, ``resume`` and ``note`` may leave ``user`` out; the others
-    need it. ``add_time`` takes ``ms``; ``warn``, ``end`` and ``flag`` take
-    a ``message``.
+    ``pause``, ``resume``, ``note`` and ``stop_listening`` may leave
+    ``user`` out; the others need it. ``add_time`` takes ``ms``; ``warn``,
+    ``end`` and ``flag`` take a ``message``.
     """
 
     room: RoomId
@@ -319,7 +362,14 @@ class ExamWarning(
     message: str
 
 
-ExamCommand: TypeAlias = (
-    ExamFetch | SaveExamAnswer | SubmitExam | ReportSignal | WatchExam | ProctorCommand
+#: The exam commands answered with an ``ack``.
+ExamAckCommand: TypeAlias = (
+    SaveExamAnswer
+    | SubmitExam
+    | ReportSignal
+    | StartSpeaking
+    | StopSpeaking
+    | ProctorCommand
 )
+ExamCommand: TypeAlias = ExamFetch | WatchExam | ExamAckCommand
 ExamNotice: TypeAlias = ExamState | SeatChanged | IncidentRaised | ExamWarning

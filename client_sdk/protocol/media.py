@@ -10,10 +10,15 @@ The server decides who is heard: teachers always, a student only while
 holding the floor. Each audio m-line of the offer that receives is a slot
 carrying one speaker; offer two to hear the host and the floor holder at
 once.
+
+Video rides the same connection. ``video_quality`` asks for less video on
+a weak link; publishers send one encoding, so the answer says what the
+viewer gets instead of pretending to switch layers.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated
 
 import msgspec
@@ -54,4 +59,38 @@ class MediaAnswer(msgspec.Struct, tag_field="type", tag="media_answer"):
     sdp: str
 
 
-MediaCommand = MediaOffer | MediaCandidate | MediaLeave
+class VideoLayer(enum.StrEnum):
+    """How much video a viewer asks for, or is sent."""
+
+    #: Everything the publisher sends.
+    HIGH = "high"
+    #: A lower simulcast layer, where the publisher sends one.
+    LOW = "low"
+    #: No video at all: the link is left to audio.
+    OFF = "off"
+
+
+class VideoQuality(Command, tag="video_quality"):
+    """Ask for ``quality`` on this person's video slots in ``room``.
+
+    It holds for the current media connection; a new ``media_offer``
+    starts at ``high`` again.
+    """
+
+    room: RoomId
+    quality: VideoLayer
+
+
+class VideoQualityAnswer(msgspec.Struct, tag_field="type", tag="video_quality_answer"):
+    """Reply to :class:`VideoQuality`: what the viewer's slots carry now."""
+
+    id: str
+    room: str
+    requested: VideoLayer
+    #: What is forwarded: ``high`` for a ``low`` asked of one-layer publishers.
+    forwarded: VideoLayer
+    #: The encodings each publisher sends; 1 means no lower layer exists.
+    layers: int
+
+
+MediaCommand = MediaOffer | MediaCandidate | MediaLeave | VideoQuality

@@ -25,11 +25,27 @@ export function t(key, values = {}) {
 export function translate(root = document) {
   document.documentElement.lang = language;
   for (const element of root.querySelectorAll("[data-i18n]")) {
-    element.textContent = t(element.dataset.i18n);
+    const values = element.dataset.i18nValues ? JSON.parse(element.dataset.i18nValues) : {};
+    element.textContent = t(element.dataset.i18n, values);
   }
   for (const element of root.querySelectorAll("[data-i18n-label]")) {
     element.setAttribute("aria-label", t(element.dataset.i18nLabel));
   }
+}
+
+/** Show the string `key` in `element`, and again in each language switched to. */
+export function say(element, key, values = {}) {
+  element.dataset.i18n = key;
+  element.dataset.i18nValues = JSON.stringify(values);
+  element.textContent = t(key, values);
+}
+
+/** Name the page after its lesson or exam: the header and the tab, in any language. */
+export function setTitle(text) {
+  const heading = document.getElementById("title");
+  delete heading.dataset.i18n;
+  heading.textContent = text;
+  document.title = `${text} · lophoc`;
 }
 
 /** Call `render` now and after every language switch. */
@@ -98,35 +114,6 @@ export function fill(id, ...children) {
   return element;
 }
 
-/** Whole seconds from now until the server time `at`, never below 0. */
-export function secondsUntil(client, at) {
-  return Math.max(0, Math.ceil(client.untilServerTime(at) / 1000));
-}
-
-/** The countdown line of an asked question: until it opens, then until it closes. */
-export function questionCountdown(client, asked, revealed) {
-  if (client.untilServerTime(asked.opens_at) > 0) {
-    const seconds = secondsUntil(client, asked.opens_at);
-    return t("quiz.wait", { number: asked.question.number, seconds });
-  }
-  if (asked.closed || revealed || client.untilServerTime(asked.closes_at) <= 0) {
-    return t("quiz.closed");
-  }
-  return t("quiz.left", { seconds: secondsUntil(client, asked.closes_at) });
-}
-
-/** Who holds the floor (a Turn, or null) and for how long still; `me` is "you". */
-export function floorText(client, floor, me) {
-  if (!floor) return t("floor.none");
-  const left = floor.ends_at
-    ? ` (${t("floor.left", { seconds: secondsUntil(client, floor.ends_at) })})`
-    : "";
-  const who = floor.user === me
-    ? t("floor.you")
-    : t("floor.other", { name: floor.name, school: floor.school });
-  return who + left;
-}
-
 /** Show a message in the page's notice line (id `notice`). */
 export function notify(text) {
   const notice = document.getElementById("notice");
@@ -165,6 +152,15 @@ export function connect(token) {
   whenLanguage(show);
   document.getElementById("me").textContent = client.claims.name || client.claims.sub;
   return client;
+}
+
+/** Connect `client`, join its room, then run `joined()`; a failure shows as a notice. */
+export function enter(client, joined) {
+  client
+    .connect()
+    .then(() => client.join())
+    .then(joined)
+    .catch((error) => notify(error.message));
 }
 
 function showBanner(text, kind) {
@@ -264,39 +260,6 @@ export class Roster {
       ),
     );
   }
-}
-
-/** The leaderboards of a `question_revealed` event as two tables. */
-export function leaderboards(revealed) {
-  const students = h(
-    "table",
-    { class: "board" },
-    h("caption", {}, t("board.heading")),
-    h("tr", {}, h("th", { scope: "col" }, t("board.rank")), h("th", { scope: "col" }, t("board.name")), h("th", { scope: "col" }, t("board.school")), h("th", { scope: "col" }, t("board.points"))),
-    (revealed.leaderboard ?? []).map((row) =>
-      h("tr", {}, h("td", {}, row.rank), h("td", {}, row.name), h("td", {}, row.school), h("td", {}, row.points)),
-    ),
-  );
-  const schools = h(
-    "table",
-    { class: "board schools" },
-    h("caption", {}, t("board.schools")),
-    h("tr", {}, h("th", { scope: "col" }, t("board.rank")), h("th", { scope: "col" }, t("board.school")), h("th", { scope: "col" }, t("board.students")), h("th", { scope: "col" }, t("board.points")), h("th", { scope: "col" }, t("board.average"))),
-    (revealed.schools ?? []).map((row) =>
-      h("tr", {}, h("td", {}, row.rank), h("td", {}, row.school), h("td", {}, row.students), h("td", {}, row.points), h("td", {}, Math.round(row.average))),
-    ),
-  );
-  return [students, schools];
-}
-
-/** A question's right answer in words, from a `question_revealed` event. */
-export function answerText(question, revealed) {
-  const answer = revealed.answer;
-  if (revealed.accepted) return revealed.accepted.join(" / ");
-  if (typeof answer === "boolean") return t(answer ? "quiz.true" : "quiz.false");
-  if (Array.isArray(answer)) return answer.map((i) => question?.options[i] ?? i).join(", ");
-  if (typeof answer === "number") return question?.options[answer] ?? String(answer);
-  return "";
 }
 
 /** Call `tick` every quarter second while the page is open. */

@@ -1,12 +1,24 @@
 // The proctor's page: every seat of an exam room live, the incidents as
-// they come, and the proctor's actions on one student or the whole room.
+// they come, and the proctor's actions on one student or the whole room,
+// listening in on one student's microphone among them.
 
-import { connect, everyTick, fill, h, notify, setUpLanguage, signedInToken, t, whenLanguage } from "./page.js";
+import { AudioPeer } from "/sdk/lophoc_media.js";
+import { connect, enter, everyTick, fill, h, notify, setTitle, setUpLanguage, signedInToken, t, whenLanguage } from "./page.js";
 
 setUpLanguage();
 const client = connect(signedInToken());
 
 const room = { view: null, seats: new Map(), incidents: [], seenAt: 0 };
+// The proctor's own media connection, opened by the first "listen", and
+// the student it hears (docs/exams.md, "The student's microphone").
+const ears = { peer: null, user: null };
+
+/** An incident kind in the page's language, or as the server names it. */
+function kindLabel(kind) {
+  const key = `incident.${kind}`;
+  const label = t(key);
+  return label === key ? kind : label;
+}
 
 /** A seat with the fields the server leaves out at their defaults filled in. */
 function seatOf(seat, seenAt) {
@@ -35,8 +47,11 @@ function start(client) {
       const seats = view.seats ?? [];
       room.seats = new Map(seats.map((seat) => [seat.user, seatOf(seat, view.server_time)]));
       room.incidents = [...(view.incidents ?? [])].sort((a, b) => b.seq - a.seq);
-      document.getElementById("title").textContent = view.title;
+      setTitle(view.title);
       render();
+      // The node forgets whom a proctor hears when their media closes with
+      // the old socket; the peer offers again by itself, the route is ours.
+      if (ears.user !== null) await client.proctor("listen", { user: ears.user });
     } catch (error) {
       notify(error.message);
     }
@@ -64,6 +79,30 @@ function start(client) {
   document.getElementById("pause-all").addEventListener("click", act("pause"));
   document.getElementById("resume-all").addEventListener("click", act("resume"));
 
+  /** Hear `user`'s microphone, or nobody's when `user` is null. */
+  async function listen(user) {
+    try {
+      notify("");
+      if (user !== null && !ears.peer) {
+        // Opened from the click: the browser lets a page play sound it
+        // starts from the user's gesture.
+        const peer = new AudioPeer(client, { slots: 1, microphone: false, output: document.getElementById("ears") });
+        try {
+          await peer.start();
+        } catch (error) {
+          await peer.stop();
+          throw error;
+        }
+        ears.peer = peer;
+      }
+      await client.proctor(user === null ? "stop_listening" : "listen", { user });
+      ears.user = user;
+    } catch (error) {
+      notify(error.message);
+    }
+    render();
+  }
+
   function left(seat) {
     if (seat.state !== "running") return "";
     const ms = Math.max(0, seat.remaining_ms - (client.serverNow() - seat.seenAt));
@@ -77,19 +116,30 @@ function start(client) {
     );
     const button = (label, action, user, extra) =>
       h("button", { type: "button", class: "small", onclick: act(action, user, extra) }, t(label));
+    const listenButton = (user) => {
+      const on = ears.user === user;
+      return h(
+        "button",
+        { type: "button", class: "small listen", "aria-pressed": String(on), onclick: () => listen(on ? null : user) },
+        t(on ? "proctor.listen.stop" : "proctor.listen"),
+      );
+    };
     fill(
       "seats",
-      h("tr", {}, ["board.name", "board.school", "proctor.online", "proctor.seats", "exam.left", "proctor.incidents", ""].map((key) => h("th", { scope: "col" }, key ? t(key, { time: "" }) : ""))),
+      h("tr", {}, ["board.name", "board.school", "proctor.connection", "proctor.progress", "proctor.left", "proctor.incidents", "proctor.actions"].map((key) => h("th", { scope: "col" }, t(key)))),
       seats.map((seat) =>
         h(
           "tr",
-          { dataset: { user: seat.user, state: seat.state }, class: seat.flagged ? "flagged" : null },
+          {
+            dataset: { user: seat.user, state: seat.state, listening: String(ears.user === seat.user) },
+            class: [seat.flagged ? "flagged" : "", ears.user === seat.user ? "listening" : ""].join(" ").trim() || null,
+          },
           h("td", {}, seat.name),
           h("td", {}, `${seat.school} ${seat.class}`),
           h("td", { class: seat.connected ? "good" : "away" }, t(seat.connected ? "proctor.online" : "proctor.offline")),
           h("td", { class: "seat-state" }, `${t(`state.${seat.state}`)} · ${seat.answered}/${seat.items}`),
           h("td", { class: "seat-left" }, left(seat)),
-          h("td", { class: "seat-incidents" }, String(seat.incidents)),
+          h("td", { class: seat.incidents ? "seat-incidents alert" : "seat-incidents" }, String(seat.incidents)),
           h(
             "td",
             { class: "row" },
@@ -98,6 +148,7 @@ function start(client) {
             button("proctor.add", "add_time", seat.user, { ms: 5 * 60_000 }),
             button("proctor.flag", "flag", seat.user),
             button("proctor.end", "end", seat.user),
+            listenButton(seat.user),
           ),
         ),
       ),
@@ -113,7 +164,7 @@ function start(client) {
             h(
               "li",
               { class: `incident ${incident.severity}`, dataset: { kind: incident.kind, user: incident.user } },
-              `${new Date(incident.at).toLocaleTimeString()} · ${names.get(incident.user) ?? incident.user} · ${incident.kind} (${incident.severity})`,
+              `${new Date(incident.at).toLocaleTimeString()} · ${names.get(incident.user) ?? incident.user} · ${kindLabel(incident.kind)} (${incident.severity})`,
               incident.detail ? ` · ${incident.detail}` : "",
             ),
           )
@@ -121,9 +172,17 @@ function start(client) {
     );
   }
 
+  function renderListening() {
+    const line = document.getElementById("listening");
+    const seat = ears.user === null ? null : room.seats.get(ears.user);
+    line.hidden = ears.user === null;
+    line.textContent = ears.user === null ? "" : t("proctor.listening", { name: seat?.name ?? ears.user });
+  }
+
   function render() {
     renderSeats();
     renderIncidents();
+    renderListening();
   }
 
   whenLanguage(render);
@@ -133,9 +192,5 @@ function start(client) {
       if (seat) row.querySelector(".seat-left").textContent = left(seat);
     }
   });
-  client
-    .connect()
-    .then(() => client.join())
-    .then(watch)
-    .catch((error) => notify(error.message));
+  enter(client, watch);
 }

@@ -1,39 +1,13 @@
 // The student's page: the current activity, the quiz at `opens_at`, the hand
 // and the floor, a microphone check, and the classes by school.
 
-import { AudioPeer, microphoneLevel } from "/sdk/lophoc_media.js";
-import {
-  Roster,
-  answerText,
-  connect,
-  everyTick,
-  fill,
-  floorText,
-  h,
-  leaderboards,
-  notify,
-  questionCountdown,
-  setUpLanguage,
-  signedInToken,
-  t,
-  whenLanguage,
-} from "./page.js";
-import { activityView } from "./lesson_view.js";
+import { VideoPeer, microphoneLevel } from "/sdk/lophoc_media.js";
+import { Roster, connect, enter, everyTick, fill, h, notify, say, setUpLanguage, signedInToken, t, whenLanguage } from "./page.js";
+import { LessonState, activityView, floorText, questionCountdown, revealView } from "./lesson_view.js";
 
 setUpLanguage();
 const client = connect(signedInToken());
 
-const state = {
-  lesson: null,
-  activity: null,
-  asked: null,
-  revealed: null,
-  result: null,
-  queue: [],
-  floor: null,
-  muted: false,
-  ended: false,
-};
 // The quiz form is built once per question and then only updated, so that
 // what the student typed survives re-renders, reconnects and resyncs.
 const quiz = { number: null, form: null, status: null, countdown: null, sent: null };
@@ -43,61 +17,26 @@ if (client) start(client);
 function start(client) {
   const me = client.claims.sub;
   const roster = new Roster(client, () => fill("roster", roster.render()));
-  const audio = new AudioPeer(client, { slots: 2, output: document.getElementById("speakers") });
+  // Two voices (the host and the floor holder) and one picture: the host's
+  // camera, or the class on stage.
+  const media = new VideoPeer(client, {
+    slots: 2,
+    output: document.getElementById("speakers"),
+    videoOutput: document.getElementById("videos"),
+  });
 
-  client.on("lesson", ({ lesson }) => {
-    state.lesson = lesson;
-    state.activity = lesson.activity ?? null;
-    state.ended = lesson.ended ?? false;
-    state.queue = lesson.queue ?? [];
-    state.floor = lesson.floor ?? null;
-    state.asked = lesson.question ?? null;
-    if (state.asked) state.revealed = null;
-    document.getElementById("title").textContent = lesson.title;
-    renderAll();
-    applyFloor();
-  });
-  client.on("activity", (event) => {
-    state.activity = event.activity;
-    renderActivity();
-  });
-  client.on("question_opened", (event) => {
-    state.asked = { ...event, closed: false };
-    state.revealed = null;
-    state.result = null;
-    renderQuiz();
-  });
-  client.on("question_closed", (event) => {
-    if (state.asked?.question.number === event.number) state.asked.closed = true;
-    renderQuiz();
-  });
-  client.on("question_revealed", (event) => {
-    state.revealed = event;
-    if (state.asked) state.asked.closed = true;
-    renderQuiz();
-  });
-  client.on("result", (notice) => {
-    state.result = notice;
-    renderQuiz();
-  });
-  client.on("lesson_ended", () => {
-    state.ended = true;
-    renderActivity();
-  });
-  client.on("hand_queue", (event) => {
-    state.queue = event.queue ?? [];
-    renderHand();
-  });
-  client.on("floor_granted", (event) => {
-    state.floor = event.turn;
-    applyFloor();
-  });
-  client.on("floor_released", () => {
-    state.floor = null;
-    applyFloor();
+  let muted = false;
+  const state = new LessonState(client, (part) => {
+    if (part === "all") {
+      renderAll();
+      applyFloor();
+    } else if (part === "activity") renderActivity();
+    else if (part === "question") renderQuiz();
+    else if (part === "hands") renderHand();
+    else if (part === "floor") applyFloor();
   });
   client.on("mute_changed", (event) => {
-    if (event.user === me) state.muted = event.muted;
+    if (event.user === me) muted = event.muted;
     renderHand();
   });
 
@@ -111,6 +50,7 @@ function start(client) {
     }
   });
   document.getElementById("mic-check").addEventListener("click", checkMicrophone);
+  document.getElementById("audio-only").addEventListener("click", toggleVideo);
 
   function renderAll() {
     renderActivity();
@@ -156,12 +96,7 @@ function start(client) {
       const key = !result.answered ? "result.missed" : result.right ? "result.right" : "result.wrong";
       line = h("p", { class: result.right ? "good big" : "big", id: "result" }, t(key, values));
     }
-    fill(
-      "results",
-      h("p", { class: "answer" }, t("reveal.answer", { answer: answerText(state.asked?.question, revealed) })),
-      line,
-      leaderboards(revealed),
-    );
+    fill("results", revealView(state.asked?.question, revealed, line));
   }
 
   function buildForm(asked) {
@@ -181,7 +116,13 @@ function start(client) {
   }
 
   function answerControls(question) {
-    const choose = (value) => () => send(value);
+    // The chosen option stays marked, so the student sees what was sent.
+    const choose = (value) => (event) => {
+      for (const option of quiz.form.querySelectorAll("button.option")) {
+        option.setAttribute("aria-pressed", String(option === event.currentTarget));
+      }
+      send(value);
+    };
     switch (question.kind) {
       case "single":
         return question.options.map((option, index) =>
@@ -248,20 +189,39 @@ function start(client) {
     }
   }
 
+  /** On a weak link: ask the node to stop the pictures (audio only), or again for them. */
+  async function toggleVideo() {
+    const button = document.getElementById("audio-only");
+    const off = media.quality !== "off";
+    button.disabled = true;
+    try {
+      const answer = await media.setQuality(off ? "off" : "high");
+      button.setAttribute("aria-pressed", String(off));
+      say(button, off ? "video.on" : "video.off");
+      document.getElementById("videos").hidden = off;
+      // What the node forwards now, as its answer says.
+      document.body.dataset.video = answer?.forwarded ?? (off ? "off" : "high");
+    } catch (error) {
+      notify(t("quiz.error", { message: error.message }));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   async function send(value) {
     const number = quiz.number;
     quiz.sent = "sending";
-    quiz.status.textContent = t("quiz.sending");
+    say(quiz.status, "quiz.sending");
     try {
       await client.answer(number, value);
       if (quiz.number !== number) return;
       quiz.sent = "sent";
-      quiz.status.textContent = t("quiz.sent");
+      say(quiz.status, "quiz.sent");
       renderQuiz();
     } catch (error) {
       if (quiz.number !== number) return;
       quiz.sent = null;
-      quiz.status.textContent = t("quiz.error", { message: error.message });
+      say(quiz.status, "quiz.error", { message: error.message });
     }
   }
 
@@ -278,8 +238,8 @@ function start(client) {
     const button = document.getElementById("hand");
     button.textContent = t(index >= 0 ? "hand.lower" : "hand.raise");
     button.setAttribute("aria-pressed", String(index >= 0));
-    button.disabled = state.muted;
-    document.getElementById("hand-state").textContent = state.muted
+    button.disabled = muted;
+    document.getElementById("hand-state").textContent = muted
       ? t("hand.muted")
       : index >= 0
         ? t("hand.raised", { position: index + 1 })
@@ -296,16 +256,16 @@ function start(client) {
     renderFloorLine();
     renderHand();
     const mine = state.floor?.user === me;
-    if (mine && !audio.microphone) {
+    if (mine && !media.microphone) {
       try {
-        await audio.setMicrophone(await navigator.mediaDevices.getUserMedia({ audio: true }));
+        await media.setMicrophone(await navigator.mediaDevices.getUserMedia({ audio: true }));
       } catch (error) {
         notify(t("mic.denied", { message: error.message }));
       }
-    } else if (!mine && audio.microphone) {
-      await audio.setMicrophone(null);
+    } else if (!mine && media.microphone) {
+      await media.setMicrophone(null);
     }
-    document.body.dataset.speaking = String(mine && audio.microphone !== null);
+    document.body.dataset.speaking = String(mine && media.microphone !== null);
   }
 
   async function checkMicrophone() {
@@ -314,7 +274,7 @@ function start(client) {
     try {
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
       const loudest = await microphoneLevel(stream, 2500, (level) => { meter.value = level; });
-      if (stream !== audio.microphone) for (const track of stream.getTracks()) track.stop();
+      if (stream !== media.microphone) for (const track of stream.getTracks()) track.stop();
       line.textContent = t(loudest > 0.02 ? "mic.ok" : "mic.silent");
     } catch (error) {
       line.textContent = t("mic.denied", { message: error.message });
@@ -328,9 +288,5 @@ function start(client) {
   });
   everyTick(tick);
 
-  client
-    .connect()
-    .then(() => client.join())
-    .then(() => audio.start())
-    .catch((error) => notify(error.message));
+  enter(client, () => media.start());
 }

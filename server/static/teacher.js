@@ -1,41 +1,15 @@
 // The teacher's page (host or co-teacher): the plan, quizzes with a live
 // chart of the answers per option and per school, the hand queue and the
-// floor, the classes by school, recordings and the lesson report.
+// floor, the classes by school and their cameras, the teacher's own
+// microphone and camera, recordings and the lesson report.
 
-import { AudioPeer } from "/sdk/lophoc_media.js";
-import {
-  Roster,
-  answerText,
-  connect,
-  everyTick,
-  fill,
-  floorText,
-  h,
-  leaderboards,
-  notify,
-  questionCountdown,
-  setUpLanguage,
-  signedInToken,
-  t,
-  whenLanguage,
-} from "./page.js";
-import { activityView } from "./lesson_view.js";
+import { VideoPeer } from "/sdk/lophoc_media.js";
+import { Roster, connect, enter, everyTick, fill, h, notify, setUpLanguage, signedInToken, t, whenLanguage } from "./page.js";
+import { LessonState, activityView, floorText, questionCountdown, revealView } from "./lesson_view.js";
 
 setUpLanguage();
 const token = signedInToken();
 const client = connect(token);
-
-const state = {
-  lesson: null,
-  activity: null,
-  asked: null,
-  tally: null,
-  revealed: null,
-  queue: [],
-  policy: "first_come",
-  floor: null,
-  ended: false,
-};
 
 if (client) start(client);
 
@@ -43,7 +17,13 @@ function start(client) {
   const me = client.claims.sub;
   const isHost = () => client.claims.role === "admin" || state.lesson?.host === me;
   const roster = new Roster(client, renderRoster);
-  const audio = new AudioPeer(client, { slots: 2, output: document.getElementById("speakers") });
+  // The host sees every classroom device's camera (docs/protocol.md, "Video").
+  const media = new VideoPeer(client, {
+    slots: 2,
+    output: document.getElementById("speakers"),
+    videoSlots: 4,
+    videoOutput: document.getElementById("videos"),
+  });
 
   /** Run a command; a refusal shows in the notice line. */
   const command = (send) => async () => {
@@ -55,56 +35,12 @@ function start(client) {
     }
   };
 
-  client.on("lesson", ({ lesson }) => {
-    state.lesson = lesson;
-    state.activity = lesson.activity ?? null;
-    state.ended = lesson.ended ?? false;
-    state.asked = lesson.question ?? null;
-    state.queue = lesson.queue ?? [];
-    state.policy = lesson.policy ?? state.policy;
-    state.floor = lesson.floor ?? null;
-    document.getElementById("title").textContent = lesson.title;
-    renderAll();
-  });
-  client.on("activity", (event) => {
-    state.activity = event.activity;
-    renderPlan();
-  });
-  client.on("question_opened", (event) => {
-    state.asked = { ...event, closed: false };
-    state.tally = null;
-    state.revealed = null;
-    renderQuestion();
-  });
-  client.on("answer_tally", (tally) => {
-    if (state.asked?.question.number === tally.number) state.tally = tally;
-    renderChart();
-  });
-  client.on("question_closed", (event) => {
-    if (state.asked?.question.number === event.number) state.asked.closed = true;
-    renderQuestion();
-  });
-  client.on("question_revealed", (event) => {
-    state.revealed = event;
-    if (state.asked) state.asked.closed = true;
-    renderQuestion();
-  });
-  client.on("lesson_ended", () => {
-    state.ended = true;
-    renderPlan();
-  });
-  client.on("hand_queue", (event) => {
-    state.queue = event.queue ?? [];
-    state.policy = event.policy;
-    renderHands();
-  });
-  client.on("floor_granted", (event) => {
-    state.floor = event.turn;
-    renderHands();
-  });
-  client.on("floor_released", () => {
-    state.floor = null;
-    renderHands();
+  const state = new LessonState(client, (part) => {
+    if (part === "all") renderAll();
+    else if (part === "activity") renderPlan();
+    else if (part === "question") renderQuestion();
+    else if (part === "tally") renderChart();
+    else renderHands();
   });
 
   const stepBy = (delta) =>
@@ -125,7 +61,8 @@ function start(client) {
   document.getElementById("revoke").addEventListener("click", command(() => client.revokeFloor()));
   document.getElementById("recordings-load").addEventListener("click", command(listRecordings));
   document.getElementById("report").addEventListener("click", command(downloadReport));
-  document.getElementById("mic").addEventListener("click", command(toggleMicrophone));
+  document.getElementById("mic").addEventListener("click", command(toggle("mic", "audio")));
+  document.getElementById("camera").addEventListener("click", command(toggle("camera", "video")));
 
   function turnSeconds() {
     const value = Number(document.getElementById("seconds").value);
@@ -190,11 +127,7 @@ function start(client) {
     );
     renderChart();
     if (state.revealed) {
-      fill(
-        "results",
-        h("p", { class: "answer" }, t("reveal.answer", { answer: answerText(asked.question, state.revealed) })),
-        leaderboards(state.revealed),
-      );
+      fill("results", revealView(asked.question, state.revealed));
     } else {
       fill("results");
     }
@@ -324,17 +257,27 @@ function start(client) {
     link.remove();
   }
 
-  async function toggleMicrophone() {
-    const button = document.getElementById("mic");
-    if (audio.microphone) {
-      await audio.setMicrophone(null);
-    } else {
-      await audio.setMicrophone(await navigator.mediaDevices.getUserMedia({ audio: true }));
-    }
-    const on = audio.microphone !== null;
-    button.setAttribute("aria-pressed", String(on));
-    button.dataset.i18n = on ? "mic.off" : "mic.on";
-    button.textContent = t(button.dataset.i18n);
+  /** The click handler of the button `id`: turn the microphone or camera on or off. */
+  function toggle(id, kind) {
+    const attach = (stream) => (kind === "audio" ? media.setMicrophone(stream) : media.setCamera(stream));
+    const current = () => (kind === "audio" ? media.microphone : media.camera);
+    return async () => {
+      const button = document.getElementById(id);
+      if (current()) {
+        await attach(null);
+      } else {
+        try {
+          await attach(await navigator.mediaDevices.getUserMedia({ [kind]: true }));
+        } catch (error) {
+          throw new Error(t(`${id}.denied`, { message: error.message }));
+        }
+      }
+      const on = current() !== null;
+      button.setAttribute("aria-pressed", String(on));
+      button.dataset.i18n = `${id}.${on ? "off" : "on"}`;
+      button.textContent = t(button.dataset.i18n);
+      document.body.dataset[id] = String(on);
+    };
   }
 
   whenLanguage(() => {
@@ -343,9 +286,5 @@ function start(client) {
   });
   everyTick(tick);
 
-  client
-    .connect()
-    .then(() => client.join())
-    .then(() => audio.start())
-    .catch((error) => notify(error.message));
+  enter(client, () => media.start());
 }

@@ -6,7 +6,6 @@ import asyncio
 import math
 import secrets
 import time
-import wave
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from client_sdk import AudioPeer, AudioPeerError, Client, Role, ToneTrack
 from client_sdk.protocol import FloorGranted
 from server import auth
+from tests.helpers import closing, write_tone
 from tests.lessons.conftest import SECRET, Api, Crowd, ServerProcess, Watcher
 from tests.media.peer import eventually, peak
 
@@ -34,19 +34,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture
 async def api(server: ServerProcess) -> AsyncIterator[Api]:
     """The HTTP API of the module's server."""
-    client = Api(server)
-    yield client
-    await client.close()
+    async with closing(Api(server)) as client:
+        yield client
 
 
 @pytest.fixture
 async def crowd() -> AsyncIterator[Crowd]:
     """Watched SDK clients of this test, closed at the end."""
-    people = Crowd()
-    try:
+    async with closing(Crowd()) as people:
         yield people
-    finally:
-        await people.close()
 
 
 @pytest.fixture
@@ -123,21 +119,6 @@ async def hears(peer: AudioPeer, frequency: float, within: float = 5.0) -> float
     return found
 
 
-def write_tone(path: Path, frequency: float, seconds: float, rate: int) -> Path:
-    """A 16-bit mono WAV file of a sine tone, written with the stdlib."""
-    step = 2 * math.pi * frequency / rate
-    frames = b"".join(
-        int(0.3 * 32767 * math.sin(step * n)).to_bytes(2, "little", signed=True)
-        for n in range(int(seconds * rate))
-    )
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(frames)
-    return path
-
-
 async def test_floor_holders_tone_is_heard_by_another_student(
     lesson: Lesson, peers: list[AudioPeer]
 ) -> None:
@@ -166,7 +147,7 @@ async def test_a_wav_file_reaches_a_listener(
 ) -> None:
     """A 3 s WAV of 660 Hz published by the floor holder is heard at 660 Hz."""
     # 44.1 kHz, so the player's resampling to Opus's 48 kHz is on the path.
-    tone = write_tone(tmp_path / "tone.wav", 660, 3.0, 44_100)
+    tone = write_tone(tmp_path / "tone.wav", 660, 3.0, 44_100, level=9830)
     await lesson.give_floor_to_a()
     b = await started(peers, AudioPeer(lesson.b.client, lesson.id))
     await started(peers, AudioPeer(lesson.a.client, lesson.id, file=tone, slots=0))

@@ -20,15 +20,21 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client_sdk import Role
+from server import auth
+from tests.helpers import closing
 from tests.lessons.conftest import (
     REPO,
+    SECRET,
+    Crowd,
     ServerProcess,
+    Watcher,
     admin_token,
     bearer,
     crowd,
+    redis_nodes,
     server,
 )
-from tests.lessons.conftest import pytest_runtest_makereport as lessons_report
 
 #: In every item's prompt and options: what only a student's own variant
 #: (after opens_at) and the examiner may carry.
@@ -36,11 +42,20 @@ ITEM_MARKER = "ITEMMARK"
 #: In every accepted answer of the keys: what no student or proctor receives.
 KEY_MARKER = "KEYMARK"
 ITEMS = ["q1", "q2", "q3", "q4", "q5", "q6"]
+#: The items answered with ``exam_save``: all but the speaking one, q6.
+WRITTEN = ITEMS[:-1]
 
 
 def now_ms() -> int:
     """This machine's wall clock, which the servers on loopback share."""
     return time.time_ns() // 1_000_000
+
+
+def token(user: str, role: Role, room: str) -> str:
+    """A token for ``room`` that the exam file did not hand out."""
+    return auth.mint(
+        SECRET, user=user, role=role, rooms=[room], school="THCS Ba Đình", class_="9A"
+    )
 
 
 def paper() -> dict[str, Any]:
@@ -184,15 +199,37 @@ class ExamApi:
 @pytest.fixture
 async def api(server: ServerProcess) -> AsyncIterator[ExamApi]:
     """The exam API of the module's server."""
-    client = ExamApi(server)
-    yield client
-    await client.close()
+    async with closing(ExamApi(server)) as client:
+        yield client
 
 
-def verify_log(path: Path) -> subprocess.CompletedProcess[str]:
-    """``lophoc verify-log`` on ``path``, as an examiner runs it."""
+async def seated(
+    server: ServerProcess,
+    api: ExamApi,
+    crowd: Crowd,
+    exam: dict[str, Any],
+    *users: str,
+) -> tuple[dict[str, str], list[Watcher]]:
+    """Create ``exam``; every token, and ``users`` (s-0 alone by default) joined."""
+    tokens = await api.tokens(exam)
+    room = str(exam["id"])
+    people = [
+        await crowd.enter(user, server, tokens[user], room) for user in users or ["s-0"]
+    ]
+    return tokens, people
+
+
+def verify_log(
+    path: Path, public_key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``lophoc verify-log`` on ``path``, as an examiner runs it.
+
+    With ``public_key``, the operator's published key is checked against,
+    not the one the file's header names.
+    """
+    key = ["--public-key", public_key] if public_key else []
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "verify-log", str(path)],
+        [sys.executable, "-m", "server.cli", "verify-log", str(path), *key],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -217,23 +254,11 @@ def shared_key(directories: list[Path]) -> None:
 @pytest.fixture
 def nodes(redis_url: str, tmp_path: Path) -> Iterator[tuple[ServerProcess, ...]]:
     """Two nodes, A and B, on one Redis, with one signing key."""
-    started: list[ServerProcess] = []
     shared_key([tmp_path / "node-a", tmp_path / "node-b"])
-    try:
-        for name in ("node-a", "node-b"):
-            node = ServerProcess(
-                tmp_path / name,
-                ["--broker", redis_url, "--store", redis_url, "--node", name],
-            )
-            started.append(node)
-            node.start()
-        yield tuple(started)
-    finally:
-        for node in started:
-            node.stop()
+    with redis_nodes(tmp_path, redis_url) as started:
+        yield started
 
 
-#: The lesson tests' fixtures: a server on the embedded defaults, watched
-#: clients, and the servers' logs attached to a failed test's report.
+#: The lesson tests' fixtures: a server on the embedded defaults, and
+#: watched clients.
 __all__ = ["crowd", "server"]
-pytest_runtest_makereport = lessons_report

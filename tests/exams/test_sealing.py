@@ -14,17 +14,17 @@ import pytest
 
 from client_sdk import CommandError, ErrorCode, Role
 from client_sdk.protocol import ClientSignal, ExamState, ProctorActionKind
-from server import auth
-from tests.lessons.conftest import SECRET, Crowd, ServerProcess, Watcher, bearer
+from tests.lessons.conftest import Crowd, ServerProcess, Watcher, bearer
 
-from .conftest import ITEM_MARKER, KEY_MARKER, ExamApi, exam_file, now_ms
-
-
-def token(user: str, role: Role, room: str) -> str:
-    """A token for ``room`` that the exam file did not hand out."""
-    return auth.mint(
-        SECRET, user=user, role=role, rooms=[room], school="THCS Ba Đình", class_="9A"
-    )
+from .conftest import (
+    ITEM_MARKER,
+    KEY_MARKER,
+    ExamApi,
+    exam_file,
+    now_ms,
+    seated,
+    token,
+)
 
 
 def leaks(watcher: Watcher, marker: str) -> list[bytes | str]:
@@ -92,7 +92,7 @@ async def test_nothing_of_the_paper_before_it_opens(
 
     responses = []
     for name, value in people.items():
-        for path in ("results", "log"):
+        for path in ("results", "log", "recordings", "recordings/any.ogg"):
             response = await api.http.get(
                 f"/api/exams/{room}/{path}", headers=bearer(value)
             )
@@ -156,8 +156,7 @@ async def test_bad_exam_commands_name_the_field(
 ) -> None:
     """Oversized, misshapen or foreign exam commands are refused, naming why."""
     room = "exam-bad-commands"
-    tokens = await api.tokens(exam_file(room, 1))
-    student = await crowd.enter("s-0", server, tokens["s-0"], room)
+    _, (student,) = await seated(server, api, crowd, exam_file(room, 1))
     client = student.client
     await client.fetch_exam(room)
 

@@ -11,7 +11,7 @@ from client_sdk import JSON_SUBPROTOCOL, Client, CommandError, ErrorCode, Resume
 from client_sdk.protocol import AttemptState, ExamState
 from tests.lessons.conftest import TEST_BACKOFF, Crowd, ServerProcess
 
-from .conftest import ITEMS, ExamApi, exam_file
+from .conftest import ITEMS, ExamApi, exam_file, seated
 
 
 def items_of(state: ExamState) -> list[str]:
@@ -25,8 +25,9 @@ async def test_variant_after_opening_and_saves_graded(
 ) -> None:
     """Before opens_at a fetch has no items; after it, the variant, saves, grades."""
     room = "exam-flow"
-    tokens = await api.tokens(exam_file(room, 2, opens_in_ms=1500))
-    student = await crowd.enter("s-0", server, tokens["s-0"], room)
+    _, (student,) = await seated(
+        server, api, crowd, exam_file(room, 2, opens_in_ms=1500)
+    )
 
     early = await student.client.fetch_exam(room)
     assert early.sections is None
@@ -100,8 +101,7 @@ async def test_saved_answers_and_time_come_back_after_a_reconnect(
 ) -> None:
     """A dropped student gets saved answers and time left back; a retry stores once."""
     room = "exam-reconnect"
-    tokens = await api.tokens(exam_file(room, 1))
-    student = await crowd.enter("s-0", server, tokens["s-0"], room)
+    tokens, (student,) = await seated(server, api, crowd, exam_file(room, 1))
     first = await student.client.fetch_exam(room)
     await student.client.save_answer(room, "q3", "cold", id="answer-q3")
     await student.client.save_answer(room, "q2", [0, 1], id="answer-q2")
@@ -230,3 +230,26 @@ async def test_json_subprotocol_carries_every_exam_message(
     assert frames
     assert all(isinstance(f, str) for f in frames)
     assert any('"type":"exam_state"' in f for f in frames if isinstance(f, str))
+
+
+async def test_no_going_back_when_the_exam_forbids_it(
+    server: ServerProcess, api: ExamApi, crowd: Crowd
+) -> None:
+    """Without allow_back an item is closed once a later one is saved."""
+    room = "exam-no-back"
+    exam = exam_file(room, 1, allow_back=False)
+    _, (student,) = await seated(server, api, crowd, exam)
+    client = student.client
+    state = await client.fetch_exam(room)
+    assert state.allow_back is False
+
+    await client.save_answer(room, "q1", 0)
+    await client.save_answer(room, "q1", 1)
+    await client.save_answer(room, "q3", "cold")
+    with pytest.raises(CommandError) as refused:
+        await client.save_answer(room, "q1", 2)
+    assert (refused.value.code, refused.value.field) == (ErrorCode.CLOSED, "item")
+    await client.save_answer(room, "q3", "warm")
+
+    again = await client.fetch_exam(room)
+    assert again.answers == {"q1": 1, "q3": "warm"}

@@ -24,17 +24,17 @@ import signal
 import statistics
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from client_sdk import Backoff, Client, ClientError, ClientEvent
+from client_sdk import Backoff, ClientEvent
 from client_sdk.protocol import Event
-from tests.helpers import RedisProcess
-from tests.lessons.conftest import SECRET, Api
+from tests.helpers import RedisProcess, closing
+from tests.lessons.conftest import SECRET, Api, Watcher
 from tests.server.conftest import ServerProcess
 
 from .proxy import TcpProxy
@@ -218,23 +218,6 @@ async def proxy(cluster: Cluster) -> AsyncIterator[TcpProxy]:
         await front.close()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    """Attach the logs of the nodes a failed fault test used to its report."""
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if not report.failed:
-        return
-    for value in getattr(item, "funcargs", {}).values():
-        if isinstance(value, Cluster):
-            for node in value.nodes:
-                report.sections.append(
-                    (f"lophoc serve on port {node.port}", node.log_tail(60))
-                )
-
-
 # Lessons ---------------------------------------------------------------------
 
 SCHOOLS = ["THCS Ba Đình", "THCS Cầu Giấy"]
@@ -285,7 +268,7 @@ class Lesson:
 
 async def lesson_on(node: ServerProcess, count: int, **options: Any) -> Lesson:
     """:func:`create_lesson` through ``node``'s HTTP API."""
-    api = Api(node)  # type: ignore[arg-type]
+    api = Api(node)
     try:
         return await create_lesson(api, count, **options)
     finally:
@@ -313,66 +296,32 @@ async def create_lesson(api: Api, count: int, **options: Any) -> Lesson:
 # Peers -----------------------------------------------------------------------
 
 
-class Peer:
-    """An SDK client whose stream is read in the background, with arrival times.
+class Peer(Watcher):
+    """A watched SDK client that reconnects fast and checks its cursor.
 
-    ``log`` holds ``(monotonic time, item)`` for every item of the stream, in
-    order; ``ended`` the error that ended the stream, if any.
+    ``log`` pairs every item of the stream with the monotonic time it
+    arrived, so a test can measure how long the client took to come back.
     """
 
+    max_items = MAX_ITEMS
+    patience = WAIT
+
     def __init__(
-        self,
-        name: str,
-        url: str,
-        token: str,
-        room: str,
-        *,
-        request_timeout: float = 10.0,
-        retries: int = 3,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float | None = 20.0,
+        self, name: str, url: str, token: str, room: str, **options: Any
     ) -> None:
-        self.name = name
+        # Loopback only: never a proxy from the environment.
+        settings: dict[str, Any] = {
+            "backoff": FAULT_BACKOFF,
+            "request_timeout": 10.0,
+            "proxy": None,
+        }
+        super().__init__(name, url, token, room, **(settings | options))
         self.room = room
-        self.log: list[tuple[float, ClientEvent]] = []
-        self.ended: ClientError | None = None
-        self.client = Client(
-            url,
-            token,
-            room,
-            backoff=FAULT_BACKOFF,
-            request_timeout=request_timeout,
-            retries=retries,
-            open_timeout=5.0,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            # Loopback only: never a proxy from the environment.
-            proxy=None,
-        )
-        self._changed = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
 
-    def __repr__(self) -> str:
-        return f"<Peer {self.name}>"
-
-    async def start(self) -> None:
-        """Connect, measure the clock, start reading and join the room."""
-        await self.client.connect()
-        await self.client.measure_clock(samples=3, spacing=0.01)
-        self._reader = asyncio.create_task(self._read())
-        await self.client.join(self.room)
-
-    async def _read(self) -> None:
-        try:
-            async for item in self.client.events():
-                self.log.append((time.monotonic(), item))
-                self._changed.set()
-                if len(self.log) >= MAX_ITEMS:
-                    return
-        except ClientError as exc:
-            self.ended = exc
-        finally:
-            self._changed.set()
+    @property
+    def log(self) -> list[tuple[float, ClientEvent]]:
+        """``(monotonic time, item)`` for every item of the stream, in order."""
+        return list(zip(self.stamps, self.items, strict=True))
 
     @property
     def cursor(self) -> tuple[str | None, int | None]:
@@ -381,50 +330,18 @@ class Peer:
         Not the client's own cursor, which moves when a frame arrives,
         before the event reaches the stream that the test reads.
         """
-        for _, item in reversed(self.log):
+        for item in reversed(self.items):
             if isinstance(item, Event):
                 return item.epoch, item.offset
         return None, None
 
-    def items(self, kind: type[T], after: float = 0.0) -> list[tuple[float, T]]:
+    def stamped(self, kind: type[T], after: float = 0.0) -> list[tuple[float, T]]:
         """Items of type ``kind`` that arrived after monotonic time ``after``."""
         return [(t, i) for t, i in self.log if t > after and isinstance(i, kind)]
 
     def events(self) -> list[Event]:
         """The room events handed to the application, in order."""
-        return [item for _, item in self.log if isinstance(item, Event)]
-
-    async def wait(
-        self,
-        kind: type[T],
-        match: Callable[[T], bool] = lambda item: True,
-        *,
-        after: float = 0.0,
-        within: float = WAIT,
-    ) -> tuple[float, T]:
-        """The first ``kind`` item after ``after`` that ``match``es, and its time."""
-        seen = 0
-        async with asyncio.timeout(within):
-            for _ in range(MAX_ITEMS):
-                for stamp, item in self.log[seen:]:
-                    if stamp > after and isinstance(item, kind) and match(item):
-                        return stamp, item
-                seen = len(self.log)
-                if self._reader is None or self._reader.done():
-                    break
-                self._changed.clear()
-                await self._changed.wait()
-        raise AssertionError(
-            f"{self.name}: no matching {kind.__name__}; the stream ended with "
-            f"{self.ended!r} after {[i for _, i in self.log[-5:]]!r}"
-        )
-
-    async def close(self) -> None:
-        """Close the client and stop reading."""
-        await self.client.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        return self.all(Event)
 
 
 class Crowd:
@@ -457,6 +374,21 @@ class Crowd:
             )
         return started
 
+    async def enter_lesson(
+        self, lesson: Lesson, host_url: str, *urls: str, **options: Any
+    ) -> tuple[Peer, list[Peer]]:
+        """The host through ``host_url``; the students spread evenly over ``urls``.
+
+        ``options`` go to the students' clients.
+        """
+        host = await self.enter("host", host_url, lesson.host_token, lesson.room)
+        share = -(-len(lesson.students) // len(urls))
+        pupils: list[Peer] = []
+        for index, url in enumerate(urls):
+            people = lesson.students[index * share : (index + 1) * share]
+            pupils += await self.enter_all(people, url, lesson.room, **options)
+        return host, pupils
+
     async def close(self) -> None:
         """Close every peer."""
         await asyncio.gather(*(peer.close() for peer in self.peers))
@@ -465,11 +397,8 @@ class Crowd:
 @pytest.fixture
 async def crowd() -> AsyncIterator[Crowd]:
     """Peers of this test, all closed when it ends."""
-    people = Crowd()
-    try:
+    async with closing(Crowd()) as people:
         yield people
-    finally:
-        await people.close()
 
 
 async def converged(

@@ -77,14 +77,14 @@ class Outage:
         """The measured figures, for the summary after the run."""
         waits = [w for w in self.acked_again if isinstance(w, float)]
         rejoined = [
-            peer.items(Resumed, after=self.at)[0][0] - self.at
+            peer.stamped(Resumed, after=self.at)[0][0] - self.at
             for peer in self.peers
-            if peer.items(Resumed, after=self.at)
+            if peer.stamped(Resumed, after=self.at)
         ]
         reconnected = [
-            peer.items(Reconnected, after=self.at)[0][0] - self.at
+            peer.stamped(Reconnected, after=self.at)[0][0] - self.at
             for peer in self.peers
-            if peer.items(Reconnected, after=self.at)
+            if peer.stamped(Reconnected, after=self.at)
         ]
         takeover = "?" if self.takeover is None else f"{self.takeover:.2f} s"
         return (
@@ -182,19 +182,18 @@ async def run_quiz_outage(
 ) -> Outage:
     """A quiz on A; ``fault`` takes A away mid-answers; everyone moves to B."""
     node_a, node_b = cluster.nodes
-    api_a, api_b = Api(node_a), Api(node_b)  # type: ignore[arg-type]
+    api_a, api_b = Api(node_a), Api(node_b)
     try:
         lesson = await create_lesson(api_a, students)
         room = lesson.room
         # The host joins first, through A, so A claims the room's lease.
-        host = await crowd.enter("host", proxy.ws_url, lesson.host_token, room)
+        host, pupils = await crowd.enter_lesson(lesson, proxy.ws_url, proxy.ws_url)
         assert host.client.hello is not None
         assert host.client.hello.node == "node-a"
-        pupils = await crowd.enter_all(lesson.students, proxy.ws_url, room)
 
         await host.client.step(room, 0)
         await host.client.ask(room, 0)
-        _, opened = await host.wait(QuestionOpened)
+        opened = await host.wait(QuestionOpened)
         answers = [
             asyncio.create_task(
                 answer_later(pupil, opened, ANSWER_SPREAD * i / students, i % 2)
@@ -266,7 +265,7 @@ def check_answers_reported_once(run: Outage) -> None:
 def check_resumed_on_b(run: Outage) -> None:
     """Every client resumed on B: each offset seen once, in order, one epoch."""
     for peer in run.peers:
-        reconnects = peer.items(Reconnected, after=run.at)
+        reconnects = peer.stamped(Reconnected, after=run.at)
         assert reconnects, f"{peer.name} never reconnected"
         assert reconnects[-1][1].hello.node == "node-b", peer.name
         seen = [
@@ -274,20 +273,20 @@ def check_resumed_on_b(run: Outage) -> None:
             for stamp, item in peer.log
             if stamp > run.at and not isinstance(item, Event)
         ]
-        assert peer.items(Resumed, after=run.at), (peer.name, seen)
-        assert not peer.items(Resynced), f"{peer.name} lost the room's history"
+        assert peer.stamped(Resumed, after=run.at), (peer.name, seen)
+        assert not peer.stamped(Resynced), f"{peer.name} lost the room's history"
     events = [peer.events() for peer in run.peers]
     reveals = {
         (e.epoch, e.offset)
-        for seen in events
-        for e in seen
+        for read in events
+        for e in read
         if isinstance(e, QuestionRevealed)
     }
     assert len(reveals) == 1, reveals
-    for peer, seen in zip(run.peers, events, strict=True):
-        offsets = [e.offset for e in seen]
+    for peer, read in zip(run.peers, events, strict=True):
+        offsets = [e.offset for e in read]
         assert contiguous(offsets), f"{peer.name}: {offsets}"
-        assert len({e.epoch for e in seen}) == 1, peer.name
+        assert len({e.epoch for e in read}) == 1, peer.name
 
 
 def check_acked_again_within(run: Outage, limit: float) -> None:

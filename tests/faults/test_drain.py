@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from client_sdk import Client, Disconnected
 from client_sdk.protocol import MSGPACK_SUBPROTOCOL, CloseCode, Role
@@ -121,7 +122,7 @@ def test_proxy_learns_of_the_drain_from_readyz(drain: Drain) -> None:
 def test_clients_are_told_to_reconnect_elsewhere(drain: Drain) -> None:
     """Each client's connection to A ends with 1012, and the client reconnects."""
     for peer in drain.run.peers:
-        gone = peer.items(Disconnected, after=drain.run.at)
+        gone = peer.stamped(Disconnected, after=drain.run.at)
         assert gone, f"{peer.name} was never disconnected"
         first = gone[0][1]
         assert first.code == CloseCode.SERVICE_RESTART, (peer.name, first)
@@ -182,7 +183,8 @@ async def test_draining_node_refuses_new_connections(tmp_path: Path) -> None:
 
         with pytest.raises(ConnectionClosed) as closed:
             async with ws_connect(
-                node.ws_url("lobby", token), subprotocols=[MSGPACK_SUBPROTOCOL]
+                node.ws_url("lobby", token),
+                subprotocols=[Subprotocol(MSGPACK_SUBPROTOCOL)],
             ) as ws:
                 await asyncio.wait_for(ws.recv(), 5.0)
         assert closed.value.rcvd is not None

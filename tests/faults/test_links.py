@@ -50,11 +50,10 @@ async def test_clients_resume_without_loss_or_repeats(
     node_a = cluster.nodes[0]
     lesson = await lesson_on(node_a, STUDENTS)
     room = lesson.room
-    host = await crowd.enter("host", node_a.ws_url(), lesson.host_token, room)
-    pupils = await crowd.enter_all(
-        lesson.students,
+    host, pupils = await crowd.enter_lesson(
+        lesson,
+        node_a.ws_url(),
         proxy.ws_url,
-        room,
         ping_interval=PING_INTERVAL,
         ping_timeout=PING_TIMEOUT,
     )
@@ -80,12 +79,12 @@ async def test_clients_resume_without_loss_or_repeats(
 
     expected = [("start", b""), *(("talk", str(i).encode()) for i in range(MESSAGES))]
     for peer in pupils:
-        assert peer.items(Reconnected, after=cut_at), f"{peer.name} kept its link"
-        assert peer.items(Resumed, after=cut_at), peer.name
-        assert not peer.items(Resynced), f"{peer.name} lost the room's history"
+        assert peer.stamped(Reconnected, after=cut_at), f"{peer.name} kept its link"
+        assert peer.stamped(Resumed, after=cut_at), peer.name
+        assert not peer.stamped(Resynced), f"{peer.name} lost the room's history"
         seen = peer.events()
         assert contiguous([e.offset for e in seen]), peer.name
         bodies = [(e.topic, e.body) for e in seen if isinstance(e, BroadcastEvent)]
         assert bodies == expected, peer.name
-    resumed = [peer.items(Resumed, after=cut_at)[0][0] - cut_at for peer in pupils]
+    resumed = [peer.stamped(Resumed, after=cut_at)[0][0] - cut_at for peer in pupils]
     record(f"links cut ({cut}), {STUDENTS} clients: resumed after {spread(resumed)}")

@@ -33,7 +33,9 @@ async def subscribers_back(redis: Redis, within: float = 10.0) -> None:
     """Wait until both nodes hold a subscriber connection again."""
     clients = b""
     for _ in range(int(within / 0.02)):
-        clients = await redis.execute_command("CLIENT", "LIST", "TYPE", "pubsub")
+        clients = await redis.execute_command(  # type: ignore[no-untyped-call]
+            "CLIENT", "LIST", "TYPE", "pubsub"
+        )
         if len(clients.strip().splitlines()) >= 2:
             return
         await asyncio.sleep(0.02)
@@ -47,10 +49,9 @@ async def test_events_missed_by_a_dropped_subscription_are_repaired(
     node_a, node_b = cluster.nodes
     lesson = await lesson_on(node_a, STUDENTS)
     room = lesson.room
-    host = await crowd.enter("host", node_a.ws_url(), lesson.host_token, room)
+    host, pupils = await crowd.enter_lesson(lesson, node_a.ws_url(), node_b.ws_url())
     assert host.client.hello is not None
     assert host.client.hello.node == "node-a"
-    pupils = await crowd.enter_all(lesson.students, node_b.ws_url(), room)
     await host.client.broadcast(room, "before", b"0")
     await converged([host, *pupils])
 
@@ -58,7 +59,9 @@ async def test_events_missed_by_a_dropped_subscription_are_repaired(
     try:
         for index in range(CUTS):
             await subscribers_back(redis)
-            killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            killed = await redis.execute_command(  # type: ignore[no-untyped-call]
+                "CLIENT", "KILL", "TYPE", "pubsub"
+            )
             assert killed >= 2, killed
             # Two events per cut: the resubscription brings the newest, and
             # the one before it must come from the store.
@@ -75,7 +78,7 @@ async def test_events_missed_by_a_dropped_subscription_are_repaired(
     await host.client.broadcast(room, "after", b"1")
     await converged([host, *pupils])
     for peer in pupils:
-        assert not peer.items(Resynced), peer.name
+        assert not peer.stamped(Resynced), peer.name
         seen = peer.events()
         assert contiguous([e.offset for e in seen]), peer.name
         bodies = [(e.topic, e.body) for e in seen if isinstance(e, BroadcastEvent)]

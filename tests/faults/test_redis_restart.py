@@ -71,10 +71,9 @@ async def test_clients_converge_after_redis_restarts(
     node_a, node_b = durable_cluster.nodes
     lesson = await lesson_on(node_a, STUDENTS)
     room = lesson.room
-    host = await crowd.enter("host", node_a.ws_url(), lesson.host_token, room)
-    half = STUDENTS // 2
-    pupils = await crowd.enter_all(lesson.students[:half], node_a.ws_url(), room)
-    pupils += await crowd.enter_all(lesson.students[half:], node_b.ws_url(), room)
+    host, pupils = await crowd.enter_lesson(
+        lesson, node_a.ws_url(), node_a.ws_url(), node_b.ws_url()
+    )
     everyone = [host, *pupils]
     await host.client.broadcast(room, "before", b"")
     await converged(everyone)

@@ -11,29 +11,24 @@ test can wait for one item and later check all of them.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
 
 from client_sdk import Backoff, Client, ClientError, ClientEvent, Role
 from server import auth
-from tests.helpers import free_port
+from tests.helpers import REPO as REPO
+from tests.helpers import LophocProcess, closing
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parents[2]
 #: The token key of every server here (LOPHOC_SECRET needs 48 characters).
 SECRET = "lessons-test-key-" + "9f8e7d6c5b4a3210" * 3
-#: How long a server may take to answer /healthz after it was started.
-START_TIMEOUT = 20.0
 #: How long a test waits for one item it expects.
 WAIT = 10.0
 #: The most stream items a watcher keeps: far above what a lesson here sends.
@@ -44,87 +39,39 @@ TEST_BACKOFF = Backoff(
 )
 
 
-class ServerProcess:
-    """One ``python -m server.cli serve`` child process on a free port."""
+class ServerProcess(LophocProcess):
+    """A ``lophoc serve`` process signed with :data:`SECRET`.
+
+    ``ws_url`` is the bare WebSocket endpoint, which the SDK is given.
+    """
 
     def __init__(self, directory: Path, args: Sequence[str] = ()) -> None:
-        self.directory = directory
-        self.args = list(args)
-        self.port = free_port()
-        self.log_path = directory / f"server-{self.port}.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return f"<ServerProcess port={self.port}>"
-
-    @property
-    def http_url(self) -> str:
-        """The base URL of the HTTP API."""
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(directory, secret=SECRET, args=args)
 
     @property
     def ws_url(self) -> str:
         """The WebSocket endpoint, without a query."""
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def start(self) -> None:
-        """Start the process and return once GET /healthz answers 200."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOPHOC_")}
-        env.update(LOPHOC_SECRET=SECRET, PYTHONUNBUFFERED="1")
-        command = [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.directory / "data"),
-            *self.args,
-        ]
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+
+@contextlib.contextmanager
+def redis_nodes(
+    base: Path, redis_url: str, names: Sequence[str] = ("node-a", "node-b")
+) -> Iterator[tuple[ServerProcess, ...]]:
+    """Nodes sharing one Redis as broker and store, stopped at the end."""
+    started: list[ServerProcess] = []
+    try:
+        for name in names:
+            node = ServerProcess(
+                base / name,
+                ["--broker", redis_url, "--store", redis_url, "--node", name],
             )
-        for _ in range(int(START_TIMEOUT / 0.05)):
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"lophoc serve exited with {self._process.returncode} at "
-                    f"start:\n{self.log_tail()}"
-                )
-            try:
-                if httpx.get(f"{self.http_url}/healthz", timeout=1.0).is_success:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"lophoc serve never answered:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within 10 s."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-    def log_tail(self, lines: int = 80) -> str:
-        """The last ``lines`` lines of the process output."""
-        if not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+            started.append(node)
+            node.start()
+        yield tuple(started)
+    finally:
+        for node in started:
+            node.stop()
 
 
 def admin_token(room: str = "admin") -> str:
@@ -140,7 +87,7 @@ def bearer(token: str) -> dict[str, str]:
 class Api:
     """The lesson HTTP API of one server."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: LophocProcess) -> None:
         self.server = server
         self.http = httpx.AsyncClient(base_url=server.http_url, timeout=10.0)
 
@@ -184,30 +131,37 @@ class Api:
 class Watcher:
     """An SDK client whose stream is read in the background and kept.
 
-    ``items`` holds every item of the stream in order, ``frames`` every
-    frame received (the SDK's ``on_frame`` hook), ``ended`` the error that
-    ended the stream, if any.
+    ``items`` holds every item of the stream in order, ``stamps`` the
+    monotonic time each arrived, ``frames`` every frame received (the SDK's
+    ``on_frame`` hook), ``ended`` the error that ended the stream, if any.
+    Keyword ``options`` go to the :class:`~client_sdk.Client`.
     """
 
-    def __init__(self, name: str, url: str, token: str, room: str) -> None:
+    #: The most stream items kept.
+    max_items = MAX_ITEMS
+    #: How long :meth:`wait` waits unless told.
+    patience = WAIT
+
+    def __init__(
+        self, name: str, url: str, token: str, room: str, **options: Any
+    ) -> None:
         self.name = name
         self.frames: list[bytes | str] = []
         self.items: list[ClientEvent] = []
+        self.stamps: list[float] = []
         self.ended: ClientError | None = None
-        self.client = Client(
-            url,
-            token,
-            room,
-            backoff=TEST_BACKOFF,
-            request_timeout=5.0,
-            open_timeout=5.0,
-            on_frame=self.frames.append,
-        )
+        settings: dict[str, Any] = {
+            "backoff": TEST_BACKOFF,
+            "request_timeout": 5.0,
+            "open_timeout": 5.0,
+            "on_frame": self.frames.append,
+        }
+        self.client = Client(url, token, room, **(settings | options))
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<Watcher {self.name}>"
+        return f"<{type(self).__name__} {self.name}>"
 
     async def start(self, join: bool = True) -> None:
         """Connect, measure the clock, start reading and join the room."""
@@ -220,9 +174,10 @@ class Watcher:
     async def _read(self) -> None:
         try:
             async for item in self.client.events():
+                self.stamps.append(time.monotonic())
                 self.items.append(item)
                 self._changed.set()
-                if len(self.items) >= MAX_ITEMS:
+                if len(self.items) >= self.max_items:
                     return
         except ClientError as exc:
             self.ended = exc
@@ -237,14 +192,18 @@ class Watcher:
         self,
         kind: type[T],
         match: Callable[[T], bool] = lambda item: True,
-        within: float = WAIT,
+        within: float | None = None,
+        *,
+        after: float = 0.0,
     ) -> T:
-        """The first item of type ``kind`` that ``match``es, waiting for it."""
+        """The first ``kind`` item arrived after ``after`` that ``match``es."""
         seen = 0
-        async with asyncio.timeout(within):
-            for _ in range(MAX_ITEMS):
-                for item in self.items[seen:]:
-                    if isinstance(item, kind) and match(item):
+        async with asyncio.timeout(self.patience if within is None else within):
+            for _ in range(self.max_items):
+                for stamp, item in zip(
+                    self.stamps[seen:], self.items[seen:], strict=True
+                ):
+                    if stamp > after and isinstance(item, kind) and match(item):
                         return item
                 seen = len(self.items)
                 if self._reader is None or self._reader.done():
@@ -309,34 +268,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture
 async def api(server: ServerProcess) -> AsyncIterator[Api]:
     """The HTTP API of the module's server."""
-    client = Api(server)
-    yield client
-    await client.close()
+    async with closing(Api(server)) as client:
+        yield client
 
 
 @pytest.fixture
 async def crowd() -> AsyncIterator[Crowd]:
     """Watched clients of this test, all closed when it ends."""
-    people = Crowd()
-    try:
+    async with closing(Crowd()) as people:
         yield people
-    finally:
-        await people.close()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    """Attach the logs of the servers a failed test used to its report."""
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if not report.failed:
-        return
-    for value in getattr(item, "funcargs", {}).values():
-        servers = value if isinstance(value, list | tuple) else [value]
-        for server in servers:
-            if isinstance(server, ServerProcess):
-                report.sections.append(
-                    (f"lophoc serve on port {server.port}", server.log_tail())
-                )
+class MediaPeer(Protocol):
+    """Anything a test connects to a lesson's media and must close."""
+
+    async def close(self) -> object:
+        """Close the peer's connection."""
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[Any]]:
+    """Media peers a test starts (audio or video), all closed when it ends."""
+    made: list[MediaPeer] = []
+    yield made
+    await asyncio.gather(*(peer.close() for peer in made))

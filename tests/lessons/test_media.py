@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import av
@@ -20,14 +20,6 @@ from tests.media.peer import TonePeer, band_share, eventually
 from .conftest import Api, Crowd, ServerProcess, Watcher, bearer
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[list[TonePeer]]:
-    """Real aiortc peers, closed at the end."""
-    made: list[TonePeer] = []
-    yield made
-    await asyncio.gather(*(peer.close() for peer in made))
 
 
 async def connect_media(

@@ -17,7 +17,7 @@ import pytest
 
 from client_sdk import AnswerResult, AnswerTally, QuestionOpened, QuestionRevealed
 
-from .conftest import Api, Crowd, ServerProcess, Watcher
+from .conftest import Api, Crowd, ServerProcess, Watcher, redis_nodes
 
 SCHOOLS = ["THCS Ba Đình", "THCS Cầu Giấy"]
 
@@ -25,19 +25,8 @@ SCHOOLS = ["THCS Ba Đình", "THCS Cầu Giấy"]
 @pytest.fixture
 def nodes(redis_url: str, tmp_path: Path) -> Iterator[tuple[ServerProcess, ...]]:
     """Two nodes, A and B, on one Redis."""
-    started: list[ServerProcess] = []
-    try:
-        for name in ("node-a", "node-b"):
-            node = ServerProcess(
-                tmp_path / name,
-                ["--broker", redis_url, "--store", redis_url, "--node", name],
-            )
-            started.append(node)
-            node.start()
-        yield tuple(started)
-    finally:
-        for node in started:
-            node.stop()
+    with redis_nodes(tmp_path, redis_url) as started:
+        yield started
 
 
 def two_school_lesson(room: str) -> dict[str, Any]:

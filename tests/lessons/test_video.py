@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from client_sdk.protocol import SetStage, StageChanged
+from client_sdk.protocol import SetStage, StageChanged, VideoLayer
 from client_sdk.video import Colour, VideoPeer
 from tests.media.peer import eventually
 
@@ -29,14 +29,6 @@ WHITE: Colour = (235, 235, 235)
 SMALL: dict[str, Any] = {"size": (160, 120), "fps": 10}
 
 
-@pytest.fixture
-async def peers() -> AsyncIterator[list[VideoPeer]]:
-    """SDK video peers, closed at the end."""
-    made: list[VideoPeer] = []
-    yield made
-    await asyncio.gather(*(peer.close() for peer in made))
-
-
 async def publish(
     watcher: Watcher, room: str, peers: list[VideoPeer], **options: Any
 ) -> VideoPeer:
@@ -47,8 +39,23 @@ async def publish(
     return peer
 
 
-async def lesson(api: Api, title: str) -> dict[str, Any]:
-    """A lesson of a host and three linked schools; its tokens and codes."""
+@dataclass
+class Linked:
+    """A lesson of a host and three linked schools, the host's socket in it."""
+
+    room: str
+    body: dict[str, Any]
+    host: Watcher
+
+    async def device(self, crowd: Crowd, server: ServerProcess, n: int) -> Watcher:
+        """The socket of the classroom device of linked class ``n``."""
+        linked = self.body["classes"][n]
+        token = linked["classroom"]["token"]
+        return await crowd.enter(f"dev-{linked['school']}", server, token, self.room)
+
+
+async def lesson(api: Api, crowd: Crowd, server: ServerProcess, title: str) -> Linked:
+    """Create a linked lesson and bring its host in."""
     created = await api.create(
         {
             "id": f"{title}-{secrets.token_hex(3)}",
@@ -63,20 +70,17 @@ async def lesson(api: Api, title: str) -> dict[str, Any]:
     )
     assert created.status_code == 201, created.text
     body: dict[str, Any] = created.json()
-    return body
+    host = await crowd.enter("host", server, body["host"]["token"], body["id"])
+    return Linked(body["id"], body, host)
 
 
 async def test_host_reaches_every_class_and_the_stage_decides_the_rest(
     server: ServerProcess, api: Api, crowd: Crowd, peers: list[VideoPeer]
 ) -> None:
     """Host reaches B and C, classes reach the host, the stage reaches everyone."""
-    body = await lesson(api, "video")
-    room = body["id"]
-    host_w = await crowd.enter("host", server, body["host"]["token"], room)
-    devices_w = [
-        await crowd.enter(f"dev-{c['school']}", server, c["classroom"]["token"], room)
-        for c in body["classes"]
-    ]
+    linked = await lesson(api, crowd, server, "video")
+    room, body, host_w = linked.room, linked.body, linked.host
+    devices_w = [await linked.device(crowd, server, n) for n in range(3)]
     student_token = await api.student_token(body["classes"][0]["code"], "S")
     student_w = await crowd.enter("S", server, student_token, room)
 
@@ -138,23 +142,53 @@ async def test_a_late_joiner_sees_the_host_within_two_seconds(
     server: ServerProcess, api: Api, crowd: Crowd, peers: list[VideoPeer]
 ) -> None:
     """A student connecting mid-lesson decodes the host's camera within 2 s."""
-    body = await lesson(api, "late")
-    room = body["id"]
-    host_w = await crowd.enter("host", server, body["host"]["token"], room)
-    device_w = await crowd.enter(
-        "dev", server, body["classes"][1]["classroom"]["token"], room
-    )
-    await publish(host_w, room, peers, camera=RED)
-    device = await publish(device_w, room, peers, video_slots=1)
+    linked = await lesson(api, crowd, server, "late")
+    await publish(linked.host, linked.room, peers, camera=RED)
+    device_w = await linked.device(crowd, server, 1)
+    device = await publish(device_w, linked.room, peers, video_slots=1)
     await eventually(lambda: device.seen.sees(RED), 15.0, "the host at the device")
     # The host's encoder now sends only deltas until someone asks for more.
     await asyncio.sleep(2.0)
 
-    token = await api.student_token(body["classes"][2]["code"], "Late")
-    late_w = await crowd.enter("late", server, token, room)
-    late = await publish(late_w, room, peers, video_slots=1)
+    token = await api.student_token(linked.body["classes"][2]["code"], "Late")
+    late_w = await crowd.enter("late", server, token, linked.room)
+    late = await publish(late_w, linked.room, peers, video_slots=1)
     connected = time.monotonic()
     await eventually(lambda: late.seen.sees(RED), 4.0, "the host at the late joiner")
     first = late.seen.first_seen(RED)
     assert first is not None
     assert first - connected < 2.0
+
+
+async def test_a_weak_link_turns_video_off_and_keeps_the_audio(
+    server: ServerProcess, api: Api, crowd: Crowd, peers: list[VideoPeer]
+) -> None:
+    """``low`` is told there is one layer; ``off`` stops video, not audio."""
+    linked = await lesson(api, crowd, server, "weak")
+    await publish(linked.host, linked.room, peers, camera=RED, tone_hz=440.0)
+    device_w = await linked.device(crowd, server, 1)
+    device = await publish(device_w, linked.room, peers, video_slots=1)
+    await eventually(lambda: device.seen.sees(RED), 15.0, "the host at the device")
+
+    low = await device.set_quality(VideoLayer.LOW)
+    assert (low.requested, low.forwarded, low.layers) == (
+        VideoLayer.LOW,
+        VideoLayer.HIGH,
+        1,
+    )
+
+    off = await device.set_quality(VideoLayer.OFF)
+    assert off.forwarded is VideoLayer.OFF
+    stopped = time.monotonic() + 0.5
+    await asyncio.sleep(2.0)
+    assert not device.seen.pictures(since=stopped), device.seen.describe(stopped)
+    heard = device.last_arrival()
+    assert heard is not None
+    assert heard > stopped + 1.0
+    assert device.dominant_frequency(since=stopped) == pytest.approx(440, abs=10)
+
+    await device.set_quality(VideoLayer.HIGH)
+    back = time.monotonic()
+    await eventually(
+        lambda: device.seen.sees(RED, since=back), 2.0, "the picture back within 2 s"
+    )

@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from media.relay import MediaRoom
-from tests.media.peer import Peak, TonePeer, eventually, peak
+from tests.media.peer import HandSignaled, Peak, TonePeer, eventually, peak
 
 Join = Callable[..., Awaitable[TonePeer]]
+PeerT = TypeVar("PeerT", bound=HandSignaled)
+
+
+class Joined(Protocol):
+    """The ``joined`` fixture: join a peer to the room, get it back."""
+
+    async def __call__(self, peer: PeerT) -> PeerT: ...
 
 
 @pytest_asyncio.fixture
@@ -25,23 +33,30 @@ async def room() -> AsyncIterator[MediaRoom]:
 
 
 @pytest_asyncio.fixture
-async def join(room: MediaRoom) -> AsyncIterator[Join]:
-    """Connects a :class:`TonePeer` to the room over loopback, signaling by hand."""
-    peers: list[TonePeer] = []
+async def joined(room: MediaRoom) -> AsyncIterator[Joined]:
+    """Joins hand-signaled peers to the room; closes the room, then them."""
+    peers: list[HandSignaled] = []
 
-    async def connect(
-        name: str, frequency: float | None, *, slots: int = 1, amplitude: float = 0.3
-    ) -> TonePeer:
-        peer = TonePeer(name, frequency, slots=slots, amplitude=amplitude)
+    async def connect(peer: PeerT) -> PeerT:
         peers.append(peer)
-        answer = await room.answer(name, await peer.offer())
-        await peer.accept(answer)
-        await peer.connected(within=10)
+        await peer.join(room)
         return peer
 
     yield connect
     await room.close()
     await asyncio.gather(*(peer.close() for peer in peers))
+
+
+@pytest_asyncio.fixture
+async def join(joined: Joined) -> Join:
+    """Connects a :class:`TonePeer` to the room, signaling by hand."""
+
+    async def connect(
+        name: str, frequency: float | None, *, slots: int = 1, amplitude: float = 0.3
+    ) -> TonePeer:
+        return await joined(TonePeer(name, frequency, slots=slots, amplitude=amplitude))
+
+    return connect
 
 
 async def hears(

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from aiortc import (
@@ -30,6 +31,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from av.audio.frame import AudioFrame
 
 from client_sdk.audio import RATE, ToneTrack
+from media.relay import MediaRoom
 
 __all__ = [
     "RATE",
@@ -106,6 +108,26 @@ class HandSignaled:
     def __init__(self, name: str, pc: RTCPeerConnection) -> None:
         self.name = name
         self.pc = pc
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def offer(self) -> str:
+        """The SDP offer of this peer's m-lines."""
+        raise NotImplementedError
+
+    async def join(self, room: MediaRoom, within: float = 10.0) -> None:
+        """Offer to ``room``, apply its answer and wait until connected."""
+        await self.accept(await room.answer(self.name, await self.offer()))
+        await self.connected(within)
+
+    async def close(self) -> None:
+        """Close the connection and wait for the receiving tasks."""
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, receiving: Coroutine[Any, Any, None]) -> None:
+        self._tasks.add(asyncio.create_task(receiving))
 
     async def accept(self, answer: str) -> None:
         """Apply the server's answer."""
@@ -142,7 +164,6 @@ class TonePeer(HandSignaled):
         self._amplitude = amplitude
         # The benchmark only counts frames; tests keep them to analyse.
         self._keep = keep
-        self._tasks: set[asyncio.Task[None]] = set()
         self._slot_of: dict[RTCRtpTransceiver, int] = {}
 
     async def offer(self) -> str:
@@ -182,19 +203,11 @@ class TonePeer(HandSignaled):
                 return heard.at
         return None
 
-    async def close(self) -> None:
-        """Close the connection and wait for the receiving tasks."""
-        await self.pc.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
     def _on_track(self, track: MediaStreamTrack) -> None:
         slot = next(
             (i for t, i in self._slot_of.items() if t.receiver.track is track), 0
         )
-        task = asyncio.create_task(self._listen(track, slot))
-        self._tasks.add(task)
+        self._spawn(self._listen(track, slot))
 
     async def _listen(self, track: MediaStreamTrack, slot: int) -> None:
         if not isinstance(track, RemoteStreamTrack):

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from aiortc import RTCPeerConnection
 
-from client_sdk.protocol import LinkedClass, Member, Role
+from client_sdk.protocol import LinkedClass, Member, Role, VideoLayer
 from client_sdk.video import PatternTrack
 from media.relay import MediaRoom
 from media.video import (
@@ -24,6 +24,7 @@ from media.video import (
     is_keyframe,
 )
 from media.viewing import video_routes
+from tests.media.conftest import Joined
 from tests.media.peer import eventually
 from tests.media.video_peer import CameraPeer
 
@@ -124,6 +125,31 @@ async def test_slot_starts_at_a_keyframe_and_restarts_after_overflow(
     slot.stop()
 
 
+async def test_a_slot_turned_off_forwards_nothing_then_restarts_at_a_keyframe(
+    inbound: Callable[[str], InboundVideo],
+) -> None:
+    """``off`` drops every frame; ``high`` again waits for the next keyframe."""
+    key, *deltas = vp8_frames(4)
+    source = inbound("a")
+    slot = VideoForwardTrack("viewer", 0, VideoCodec.VP8)
+    slot.assign(source)
+    source._frame("VP8", key, 0)
+
+    assert slot.set_layer(VideoLayer.LOW) is VideoLayer.HIGH
+    assert slot.set_layer(VideoLayer.OFF) is VideoLayer.OFF
+    assert slot._queue.empty()
+    source._frame("VP8", key, 3000)
+    source._frame("VP8", deltas[0], 6000)
+    assert slot._queue.empty()
+
+    assert slot.set_layer(VideoLayer.HIGH) is VideoLayer.HIGH
+    source._frame("VP8", deltas[1], 9000)
+    assert slot._queue.empty()
+    source._frame("VP8", key, 12_000)
+    assert bytes(await slot.recv()) == key
+    slot.stop()
+
+
 def test_routes_follow_roles_and_the_stage() -> None:
     """Host to all; classes to teachers only; the stage class to all; no one else."""
 
@@ -157,23 +183,25 @@ def test_routes_follow_roles_and_the_stage() -> None:
 Connect = Callable[..., Awaitable[CameraPeer]]
 
 
-@pytest_asyncio.fixture
-async def connect(room: MediaRoom) -> AsyncIterator[Connect]:
+@pytest.fixture
+def connect(joined: Joined) -> Connect:
     """Connects :class:`CameraPeer` objects to the room, signaling by hand."""
-    peers: list[CameraPeer] = []
 
     async def make(
         name: str, *colours: tuple[int, int, int], slots: int = 0
     ) -> CameraPeer:
-        peer = CameraPeer(name, *colours, slots=slots)
-        peers.append(peer)
-        await peer.accept(await room.answer(name, await peer.offer()))
-        await peer.connected(within=10)
-        return peer
+        return await joined(CameraPeer(name, *colours, slots=slots))
 
-    yield make
-    await room.close()
-    await asyncio.gather(*(peer.close() for peer in peers))
+    return make
+
+
+async def watching_host(room: MediaRoom, connect: Connect) -> CameraPeer:
+    """A red host and a viewer with one slot, once the viewer sees red."""
+    await connect("host", RED)
+    viewer = await connect("viewer", slots=1)
+    room.set_video({"viewer": [("host", CAMERA)]})
+    await eventually(lambda: viewer.seen.sees(RED), 8.0, "the host's camera")
+    return viewer
 
 
 async def test_camera_and_screen_reach_a_viewer(
@@ -198,10 +226,7 @@ async def test_a_viewers_picture_loss_reaches_the_publisher(
     room: MediaRoom, connect: Connect
 ) -> None:
     """A viewer's RTCP PLI is passed on, and the publisher answers with a keyframe."""
-    await connect("host", RED)
-    viewer = await connect("viewer", slots=1)
-    room.set_video({"viewer": [("host", CAMERA)]})
-    await eventually(lambda: viewer.seen.sees(RED), 8.0, "the host's camera")
+    viewer = await watching_host(room, connect)
     camera = room.published("host")[CAMERA]
     await asyncio.sleep(0.5)
     asked, keyframes = camera.keyframe_requests, camera.keyframes
@@ -259,3 +284,23 @@ async def test_video_is_forwarded_only_while_routed(
     await asyncio.sleep(1.2)
     assert not viewer.seen.sees(GREEN, since=stopped), viewer.seen.describe()
     assert viewer.seen.sees(RED, since=stopped)
+
+
+async def test_a_viewer_turns_video_off_and_back_on(
+    room: MediaRoom, connect: Connect
+) -> None:
+    """``off`` stops a viewer's pictures; ``high`` brings one back within 2 s."""
+    viewer = await watching_host(room, connect)
+
+    assert room.set_video_quality("viewer", VideoLayer.LOW) is VideoLayer.HIGH
+    assert room.set_video_quality("viewer", VideoLayer.OFF) is VideoLayer.OFF
+    stopped = time.monotonic() + 0.3
+    await asyncio.sleep(1.2)
+    assert not viewer.seen.pictures(since=stopped), viewer.seen.describe(stopped)
+    assert room.forwarding_video("viewer") == (("host", CAMERA),)
+
+    assert room.set_video_quality("viewer", VideoLayer.HIGH) is VideoLayer.HIGH
+    back = time.monotonic()
+    await eventually(
+        lambda: viewer.seen.sees(RED, since=back), 2.0, "the picture back within 2 s"
+    )

@@ -4,20 +4,15 @@
 audio: it publishes the SDK's :class:`client_sdk.video.PatternTrack` (one
 colour) as a camera and, if asked, a screen, and keeps what its video slots
 show in the SDK's :class:`client_sdk.video.PictureLog`, so a test can drive
-a :class:`media.relay.MediaRoom` with no server around it.
+a :class:`media.relay.MediaRoom` with no server around it. Its video m-lines
+are the SDK's own (:class:`client_sdk.video.VideoLines`).
 """
 
 from __future__ import annotations
 
-import asyncio
+from aiortc import MediaStreamTrack, RTCPeerConnection
 
-from aiortc import (
-    MediaStreamTrack,
-    RTCPeerConnection,
-    RTCRtpTransceiver,
-)
-
-from client_sdk.video import Colour, PatternTrack, PictureLog, add_video_lines
+from client_sdk.video import Colour, VideoLines
 from media.ice import rtc_configuration
 from tests.media.peer import HandSignaled
 
@@ -39,36 +34,23 @@ class CameraPeer(HandSignaled):
         slots: int = 0,
     ) -> None:
         super().__init__(name, RTCPeerConnection(rtc_configuration(())))
-        self.publishing = [
-            PatternTrack(colour, *SIZE, fps=FPS)
-            for colour in (camera, screen)
-            if colour is not None
-        ]
-        self.seen = PictureLog(slots)
-        self._receivers: list[RTCRtpTransceiver] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._lines = VideoLines(camera, screen, slots, SIZE, FPS)
+        self.publishing = self._lines.publishing
+        self.seen = self._lines.seen
 
     async def offer(self) -> str:
         """The SDP offer: the published tracks, then the video slots."""
-        self._receivers = add_video_lines(self.pc, self.publishing, self.seen.slots)
+        self._lines.add_to(self.pc)
         self.pc.on("track", self._on_track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self.pc.localDescription.sdp
 
     async def close(self) -> None:
-        """Close the connection and wait for the watching tasks."""
-        await self.pc.close()
-        for track in self.publishing:
-            track.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Close the connection, stop the patterns, wait for the watchers."""
+        await super().close()
+        self._lines.stop()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        slot = next(
-            (i for i, t in enumerate(self._receivers) if t.receiver.track is track),
-            None,
-        )
-        if slot is not None:
-            task = asyncio.create_task(self.seen.watch(track, slot))
-            self._tasks.add(task)
+        watching = self._lines.watch(track)
+        if watching is not None:
+            self._spawn(watching)

@@ -20,13 +20,21 @@ from client_sdk.protocol import (
     Role,
     SaveExamAnswer,
     Severity,
+    StartSpeaking,
+    StopSpeaking,
     SubmitExam,
     WatchExam,
 )
 from rooms import proctoring
 from rooms.audit import CHECKPOINT_EVERY
 from rooms.errors import Refused
-from rooms.exam_room import SIGNAL_QUIET_MS, ExamAction, ExamDesk, LogEntry
+from rooms.exam_room import (
+    SIGNAL_QUIET_MS,
+    ExamAction,
+    ExamDesk,
+    LogEntry,
+    SpokenAnswer,
+)
 from rooms.exam_setup import parse_exam
 from rooms.plan import PlanError
 from tests.exams.conftest import exam_file
@@ -300,3 +308,75 @@ def test_exam_file_problems_are_named() -> None:
     data = exam_file("exam-y", 1)
     data["opens_at"] = "2026-12-04T08:00:00+07:00"
     assert parse_exam(json.dumps(data), "exam.json").opens_at == 1796346000000
+
+
+def spoken(user: str, item: str, file: str) -> SpokenAnswer:
+    """A recording as the media node would file it."""
+    return SpokenAnswer(
+        user=user,
+        item=item,
+        file=file,
+        sha256="ab" * 32,
+        size=1000,
+        seconds=2.0,
+        voiced_seconds=1.5,
+    )
+
+
+def test_a_spoken_answer_is_logged_and_replayed() -> None:
+    """Speaking needs an open attempt and a speaking item; its file is the answer."""
+    d = desk()
+    s0 = student("s-0")
+    t = OPENS + 100
+    with pytest.raises(Refused):
+        act(d, s0, StartSpeaking(id="early", room="r", item="q6"), t)
+    log = d.tick(t).entries + act(d, s0, ExamFetch(id="f", room="r"), t)
+    with pytest.raises(Refused) as not_speaking:
+        act(d, s0, StartSpeaking(id="s", room="r", item="q1"), t)
+    assert not_speaking.value.field == "item"
+    with pytest.raises(Refused) as typed:
+        act(d, s0, SaveExamAnswer(id="t", room="r", item="q6", value="x"), t)
+    assert typed.value.field == "item"
+
+    log += act(d, s0, StartSpeaking(id="s", room="r", item="q6"), t + 1000)
+    # Only the node that recorded it ends a spoken answer, with its file.
+    with pytest.raises(Refused):
+        act(d, s0, StopSpeaking(id="e", room="r", item="q6"), t + 3000)
+    stop = ExamAction(
+        s0,
+        StopSpeaking(id="e", room="r", item="q6"),
+        t + 3000,
+        recording=spoken("s-0", "q6", "s-0-q6.ogg"),
+    )
+    # The deadline passed while speaking: the recording still counts.
+    log += d.tick(OPENS + 60_000).entries
+    log += d.command(stop, OPENS + 60_500).entries
+    assert [e.kind for e in log] == [
+        "opened",
+        "started",
+        "speaking",
+        "submitted",
+        "recorded",
+    ]
+    assert d.state_for("s-0", OPENS + 61_000).answers == {"q6": "s-0-q6.ogg"}
+    assert [r.file for r in d.recordings] == ["s-0-q6.ogg"]
+    with pytest.raises(Refused) as closed:
+        act(d, s0, StartSpeaking(id="s2", room="r", item="q6"), OPENS + 61_000)
+    assert closed.value.code is ErrorCode.CLOSED
+
+    again = ExamDesk(d.setup, {})
+    for entry in log:
+        again.replay(entry)
+    assert again.recordings == d.recordings
+    assert again.state_for("s-0", OPENS + 61_000) == d.state_for("s-0", OPENS + 61_000)
+
+
+def test_a_page_cannot_claim_the_servers_incidents() -> None:
+    """A signal naming a kind only the server raises is refused, naming the field."""
+    d = desk()
+    act(d, student("s-0"), ExamFetch(id="f", room="r"), OPENS)
+    claim = ReportSignal(id="x", room="r", signal=IncidentKind.RECONNECTED)
+    with pytest.raises(Refused) as refused:
+        act(d, student("s-0"), claim, OPENS + 10)
+    assert (refused.value.code, refused.value.field) == (ErrorCode.INVALID, "signal")
+    assert d.incidents == []

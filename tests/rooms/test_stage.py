@@ -16,36 +16,23 @@ from client_sdk.protocol import (
 from rooms.errors import Refused
 from rooms.lesson import Lesson
 from rooms.plan import parse_plan
-from rooms.room import JoinRoom, LessonAction, Room
+from rooms.room import Room
+from tests.rooms.linked import CO_A, HOST, PLAN, T0, act, linked_room
 
-PLAN = """
-title: Linked
-host: {user: host}
-classes:
-  - {school: A, class: 7A, co_teacher: {user: co-a}}
-  - {school: B, class: 7B}
-"""
-T0 = 1_800_000_000_000
-HOST = Member(user="host", name="Host", role=Role.TEACHER, school="A", class_="7A")
-CO_A = Member(user="co-a", name="Co A", role=Role.CO_TEACHER, school="A", class_="7A")
 DEVICE_B = Member(user="dev-b", name="7B", role=Role.CLASSROOM, school="B", class_="7B")
 
 
 @pytest.fixture
 def room() -> Room:
-    room = Room("r", "e1", lesson=Lesson("r", parse_plan(PLAN)))
-    for n, member in enumerate((HOST, CO_A, DEVICE_B)):
-        room.apply(room.decide(JoinRoom(member, f"s{n}"), T0))
-    return room
+    """The linked lesson's room with the host, a co-teacher and a device in it."""
+    return linked_room([HOST, CO_A, DEVICE_B])
 
 
 def stage(
     room: Room, actor: Member, now: int = T0, **fields: str | None
 ) -> list[RoomEvent]:
-    command = SetStage(id=f"st-{now}", room="r", **fields)
-    decision = room.decide(LessonAction(actor, command, now), now)
-    room.apply(decision)
-    return decision.events
+    """The events of ``actor`` setting the stage to ``fields``."""
+    return act(room, actor, SetStage(id=f"st-{now}", room="r", **fields), now)
 
 
 def test_host_puts_a_class_on_stage_and_takes_it_off(room: Room) -> None:
@@ -53,7 +40,7 @@ def test_host_puts_a_class_on_stage_and_takes_it_off(room: Room) -> None:
     [on] = stage(room, HOST, school="B", class_="7B")
     assert isinstance(on, StageChanged)
     assert on.offset == room.offset
-    assert on.stage == LinkedClass(school="B", class_="7B")
+    assert on.stage == LinkedClass(school="B", class_="7B", co_teacher="co-b")
     assert room.lesson is not None
     assert room.lesson.view().stage == on.stage
 

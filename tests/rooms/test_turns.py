@@ -14,13 +14,11 @@ from client_sdk.protocol import (
     HandQueue,
     LeaveReason,
     LowerHand,
-    Member,
     Mute,
     QueuePolicy,
     RaiseHand,
     ReleaseReason,
     RevokeFloor,
-    Role,
     SetQueuePolicy,
     StartDrill,
     StopDrill,
@@ -28,44 +26,14 @@ from client_sdk.protocol import (
 from rooms.errors import Refused
 from rooms.lesson import Lesson
 from rooms.plan import parse_plan
-from rooms.room import Decision, JoinRoom, LeaveRoom, LessonAction, Room, Tick
-
-PLAN = """
-title: Speaking
-host: {user: host}
-classes:
-  - {school: A, class: 7A, co_teacher: {user: co-a}}
-  - {school: B, class: 7B, co_teacher: {user: co-b}}
-  - {school: C, class: 7C}
-"""
-T0 = 1_800_000_000_000
-HOST = Member(user="host", name="Host", role=Role.TEACHER, school="A", class_="7A")
-CO_A = Member(user="co-a", name="Co A", role=Role.CO_TEACHER, school="A", class_="7A")
-CO_B = Member(user="co-b", name="Co B", role=Role.CO_TEACHER, school="B", class_="7B")
-
-
-def kid(user: str) -> Member:
-    school = user[0].upper()
-    return Member(user=user, name=user, role=Role.STUDENT, school=school, class_="7")
-
-
-def apply(room: Room, command, now: int) -> Decision:
-    decision = room.decide(command, now)
-    room.apply(decision)
-    return decision
-
-
-def act(room: Room, actor: Member, command, now: int) -> list:
-    return apply(room, LessonAction(actor, command, now), now).events
+from rooms.room import LeaveRoom, Room, Tick
+from tests.rooms.linked import CO_A, CO_B, HOST, PLAN, T0, act, apply, kid, linked_room
 
 
 @pytest.fixture
 def room() -> Room:
-    room = Room("r", "e1", lesson=Lesson("r", parse_plan(PLAN)))
     people = [HOST, CO_A, CO_B] + [kid(u) for u in ("a1", "a2", "a3", "b1", "b2", "c1")]
-    for n, member in enumerate(people):
-        apply(room, JoinRoom(member, f"s{n}"), T0)
-    return room
+    return linked_room(people)
 
 
 def raise_hands(room: Room, users: list[str], start: int = T0) -> None:

@@ -13,13 +13,9 @@ import base64
 import collections
 import contextlib
 import hashlib
-import os
 import secrets
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import (
     AsyncIterator,
@@ -56,28 +52,22 @@ from client_sdk.protocol import (
     Role,
     ServerMessage,
 )
-from server import auth
-from tests.helpers import free_port
+from tests.helpers import REPO as REPO
+from tests.helpers import LophocProcess
 
 M = TypeVar("M")
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: The token key every test server runs with (LOPHOC_SECRET).
 SECRET = "lophoc-test-key-" + "0123456789abcdef" * 3
 
-#: How long a server may take to answer /healthz after it was started.
-START_TIMEOUT = 20.0
 #: How long a test waits for one frame it expects.
 RECV_TIMEOUT = 5.0
 
 
-class ServerProcess:
-    """One ``lophoc serve`` child process on 127.0.0.1 and a free port.
+class ServerProcess(LophocProcess):
+    """A ``lophoc serve`` process signed with :data:`SECRET` unless told.
 
-    Its output goes to a log file, which the failure report of a test that
-    used it shows. ``stop`` and ``start`` again keep the port and the data
-    directory, so a restarted server is the same node to its clients.
+    ``ws_url`` builds the WebSocket URL of a room and token.
     """
 
     def __init__(
@@ -89,32 +79,7 @@ class ServerProcess:
         secret: str = SECRET,
         port: int | None = None,
     ) -> None:
-        self.directory = directory
-        self.data_dir = directory / "data"
-        self.extra_env = dict(env or {})
-        self.args = list(args)
-        self.secret = secret
-        self.port = port if port is not None else free_port()
-        self.log_path = directory / f"server-{self.port}.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return f"<ServerProcess port={self.port} pid={self.pid}>"
-
-    @property
-    def pid(self) -> int | None:
-        """The process id while it runs."""
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """Whether the process was started and has not exited."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def http_url(self) -> str:
-        """The base URL of the HTTP endpoints."""
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(directory, secret=secret, env=env, args=args, port=port)
 
     @property
     def origin(self) -> str:
@@ -130,107 +95,6 @@ class ServerProcess:
         }
         suffix = f"?{urlencode(query)}" if query else ""
         return f"ws://127.0.0.1:{self.port}/ws{suffix}"
-
-    def token(
-        self,
-        user: str,
-        role: Role,
-        rooms: str | list[str],
-        *,
-        school: str = "",
-        class_: str = "",
-        name: str = "",
-        **kwargs: Any,
-    ) -> str:
-        """A join token signed with this server's key."""
-        return auth.mint(
-            self.secret,
-            user=user,
-            role=role,
-            rooms=[rooms] if isinstance(rooms, str) else rooms,
-            school=school,
-            class_=class_,
-            name=name,
-            **kwargs,
-        )
-
-    def start(self, timeout: float = START_TIMEOUT) -> None:
-        """Start the process and return once GET /healthz answers 200."""
-        if self.running:
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOPHOC_")}
-        env.update(LOPHOC_SECRET=self.secret, PYTHONUNBUFFERED="1")
-        env.update(self.extra_env)
-        command = [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            *self.args,
-        ]
-        with self.log_path.open("ab") as log:
-            log.write(f"$ {' '.join(command)}\n".encode())
-            log.flush()
-            self._process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while not self._healthy():
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise RuntimeError(
-                    f"lophoc serve on port {self.port} exited with {code} at "
-                    f"start:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"lophoc serve on port {self.port} did not answer /healthz in "
-                    f"{timeout} s:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: the node dies without any cleanup, as in a crash."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.kill()
-        process.wait(10)
-
-    def log_tail(self, lines: int = 200) -> str:
-        """The last ``lines`` lines of the process output."""
-        if not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def get(self, path: str, timeout: float = 5.0) -> httpx.Response:
-        """A blocking GET of ``path``; for use outside a running event loop."""
-        return httpx.get(self.http_url + path, timeout=timeout)
 
     async def aget(self, path: str) -> httpx.Response:
         """GET ``path`` without blocking the event loop."""
@@ -250,12 +114,6 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError(f"no VmRSS in /proc/{self.pid}/status")
-
-    def _healthy(self) -> bool:
-        try:
-            return self.get("/healthz", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
 
 
 class Metrics:
@@ -657,27 +515,3 @@ class RawSocket:
     def close(self) -> None:
         """Drop the TCP connection without a closing handshake."""
         self.writer.transport.abort()
-
-
-# Failure reports ----------------------------------------------------------
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    """Attach the logs of the servers a failed test used to its report."""
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    if not report.failed:
-        return
-    servers: list[ServerProcess] = []
-    for value in getattr(item, "funcargs", {}).values():
-        if isinstance(value, ServerProcess):
-            servers.append(value)
-        elif isinstance(value, ServerFactory):
-            servers.extend(value.servers)
-    for server in dict.fromkeys(servers):
-        report.sections.append(
-            (f"lophoc serve on port {server.port}", server.log_tail(80))
-        )

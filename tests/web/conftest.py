@@ -2,30 +2,42 @@
 
 The browser is Debian's ``chromium`` package (``./dev test`` installs it),
 driven through Playwright's Python API with ``executable_path``: nothing is
-downloaded. Its fake media devices give the pages a microphone; a WAV file
-makes that microphone play a known tone, which a Python SDK listener then
-recognizes on the other side of the server's relay.
+downloaded. Its fake media devices give the pages a microphone and a camera:
+a WAV file makes that microphone play a known tone, and a Y4M file makes
+that camera show one known colour, which Python SDK peers then recognize on
+the other side of the server's relay.
+
+The server, its HTTP API and the SDK clients are the lesson tests' fixtures.
+:func:`screenshot` keeps a picture of a page in each language in
+docs/screenshots, which the README shows.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 import shutil
-import struct
-import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from server import demo
-from tests.lessons.conftest import Api, Crowd, ServerProcess
+from tests.helpers import write_tone
+from tests.lessons.conftest import Api, Crowd, ServerProcess, api, crowd, server
+
+__all__ = ["Api", "Crowd", "ServerProcess", "api", "crowd", "server"]
 
 #: The tone the fake microphone plays, in Hz.
 MIC_TONE_HZ = 660.0
+#: The colour the fake camera shows, RGB.
+CAMERA_COLOUR = (40, 90, 200)
+#: Where :func:`screenshot` keeps its pictures.
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+#: A page's size in CSS pixels: a laptop or projector, and a phone.
+DESK = (1100, 900)
+PHONE = (390, 844)
 #: How long a test waits for something to show on a page, in ms.
 SHOW_MS = 10_000
 
@@ -39,40 +51,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-def write_tone(path: Path, frequency: float, seconds: float = 30.0) -> Path:
-    """A mono 48 kHz 16-bit WAV of a sine tone, for the fake microphone."""
-    rate = 48_000
-    count = int(rate * seconds)
-    frames = b"".join(
-        struct.pack("<h", int(12_000 * math.sin(2 * math.pi * frequency * i / rate)))
-        for i in range(count)
-    )
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(frames)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A node on the embedded backends, serving the pages."""
-    process = ServerProcess(tmp_path_factory.mktemp("web-server"))
-    process.start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture(scope="module")
 def tone_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The WAV file the fake microphone plays."""
     return write_tone(tmp_path_factory.mktemp("tone") / "tone.wav", MIC_TONE_HZ)
 
 
+def write_picture(path: Path, colour: tuple[int, int, int], frames: int = 5) -> Path:
+    """A 320x240 Y4M video of one colour, for the fake camera (which loops it)."""
+    width, height = 320, 240
+    r, g, b = colour
+    # BT.601 limited range, what a camera's I420 carries.
+    luma = round(16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255)
+    cb = round(128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255)
+    cr = round(128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255)
+    quarter = width * height // 4
+    frame = b"FRAME\n" + bytes([luma]) * (width * height)
+    frame += bytes([cb]) * quarter + bytes([cr]) * quarter
+    header = f"YUV4MPEG2 W{width} H{height} F15:1 Ip A1:1 C420jpeg\n".encode()
+    path.write_bytes(header + frame * frames)
+    return path
+
+
+@pytest.fixture(scope="module")
+def picture_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Y4M file the fake camera shows."""
+    return write_picture(
+        tmp_path_factory.mktemp("camera") / "camera.y4m", CAMERA_COLOUR
+    )
+
+
 @pytest.fixture
-async def browser(tone_file: Path) -> AsyncIterator[Browser]:
-    """Headless Chromium with a fake microphone playing :data:`MIC_TONE_HZ`."""
+async def browser(tone_file: Path, picture_file: Path) -> AsyncIterator[Browser]:
+    """Headless Chromium with a fake microphone and camera (see the module doc)."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (./dev test installs it with apt)")
     async with async_playwright() as driver:
@@ -82,6 +93,7 @@ async def browser(tone_file: Path) -> AsyncIterator[Browser]:
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={tone_file}",
+                f"--use-file-for-fake-video-capture={picture_file}",
                 "--autoplay-policy=no-user-gesture-required",
                 # Lets a test page of another origin reach the node on
                 # loopback, so that the node's own Origin check is what
@@ -103,10 +115,14 @@ class Pages:
         self.server = server
         self.errors: list[str] = []
 
-    async def open(self, path: str, *, base: str | None = None) -> Page:
-        """A new page at ``path`` of the server (or of ``base``)."""
+    async def open(
+        self, path: str, *, base: str | None = None, size: tuple[int, int] = DESK
+    ) -> Page:
+        """A new page at ``path`` of the server (or of ``base``), ``size`` in CSS px."""
+        width, height = size
         context = await self.browser.new_context(
-            permissions=["microphone"], viewport={"width": 1100, "height": 900}
+            permissions=["microphone", "camera"],
+            viewport={"width": width, "height": height},
         )
         page = await context.new_page()
         page.set_default_timeout(SHOW_MS)
@@ -121,24 +137,6 @@ async def pages(browser: Browser, server: ServerProcess) -> AsyncIterator[Pages]
     opened = Pages(browser, server)
     yield opened
     assert opened.errors == [], f"script errors on the pages: {opened.errors}"
-
-
-@pytest.fixture
-async def api(server: ServerProcess) -> AsyncIterator[Api]:
-    """The HTTP API of the module's server."""
-    client = Api(server)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def crowd() -> AsyncIterator[Crowd]:
-    """Python SDK clients of this test, closed at the end."""
-    people = Crowd()
-    try:
-        yield people
-    finally:
-        await people.close()
 
 
 def lesson_file(extra_questions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -164,11 +162,32 @@ async def lesson(api: Api) -> dict[str, Any]:
     return created
 
 
-async def student_page(pages: Pages, api: Api, code: str, name: str) -> Page:
+async def student_page(
+    pages: Pages, api: Api, code: str, name: str, size: tuple[int, int] = DESK
+) -> Page:
     """A student who joined on the join page with ``code`` and ``name``."""
-    page = await pages.open(f"/web/#code={code}")
+    page = await pages.open(f"/web/#code={code}", size=size)
     await page.fill("#name", name)
     await page.click("#join")
     await page.wait_for_url("**/web/student.html")
     await page.locator("#roster li", has_text=name).wait_for()
     return page
+
+
+async def screenshot(page: Page, name: str, top: str | None = None) -> None:
+    """Keep ``page`` as docs/screenshots/``name``-vi.png and -en.png.
+
+    The picture is the viewport, scrolled so that the element ``top`` (a
+    selector) starts it, when given. The page is in Vietnamese when called;
+    it switches to English for the second picture and back, so the test goes
+    on as it was.
+    """
+    SCREENSHOTS.mkdir(exist_ok=True)
+    html = page.locator("html")
+    for language, after in (("vi", "en"), ("en", "vi")):
+        await expect(html).to_have_attribute("lang", language)
+        if top is not None:
+            await page.locator(top).evaluate("element => element.scrollIntoView()")
+        await page.screenshot(path=SCREENSHOTS / f"{name}-{language}.png")
+        await page.click("#lang")
+        await expect(html).to_have_attribute("lang", after)

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 
-from .conftest import Pages, ServerProcess
+from .conftest import Pages, ServerProcess, screenshot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,6 +33,15 @@ def printed_links(server: ServerProcess) -> dict[str, str]:
     }
 
 
+async def open_printed(pages: Pages, url: str) -> Page:
+    """The page of a printed link; its token rides in the fragment only."""
+    split = urlsplit(url)
+    assert split.query == "", "a token in a query string reaches server logs"
+    return await pages.open(
+        split.path + "#" + split.fragment, base=f"http://{split.netloc}"
+    )
+
+
 async def test_every_demo_link_opens_its_page_signed_in(
     demo_server: ServerProcess, pages: Pages
 ) -> None:
@@ -41,21 +50,21 @@ async def test_every_demo_link_opens_its_page_signed_in(
     who = sorted(links)
     assert [w.split(":")[0] for w in who] == [
         "co-teacher",
+        "exam",
+        "exam",
+        "exam",
         "host",
         "join page, class code of THCS Ba Đình 8A",
+        "proctor",
         "student",
         "student",
         "student",
     ]
 
     for name, url in links.items():
-        if name.startswith("join page"):
+        if name.startswith(("join page", "exam", "proctor")):
             continue
-        split = urlsplit(url)
-        assert split.query == "", "a token in a query string reaches server logs"
-        page = await pages.open(
-            split.path + "#" + split.fragment, base=f"http://{split.netloc}"
-        )
+        page = await open_printed(pages, url)
         person = name.split(": ", 1)[1].split(" (")[0]
         await expect(page.locator("#me")).to_have_text(person)
         await expect(page.locator("#roster li", has_text=person)).to_be_visible()
@@ -82,7 +91,40 @@ async def test_demo_join_link_fills_in_the_class_code(
     )
     await expect(page.locator("#code")).to_have_value(code)
     await page.fill("#name", "Khách")
+    await screenshot(page, "join")
     await page.click("#join")
     await page.wait_for_url("**/web/student.html")
     await expect(page.locator("#roster")).to_contain_text("THCS Ba Đình")
     await expect(page.locator("#roster li", has_text="Khách")).to_be_visible()
+
+
+async def test_demo_exam_links_open_the_sealed_exam_and_the_proctors_seats(
+    demo_server: ServerProcess, pages: Pages
+) -> None:
+    """Each candidate sees the sealed exam as themselves; the proctor, every seat."""
+    log = demo_server.log_path.read_text()
+    assert "Demo exam room" in log
+    links = printed_links(demo_server)
+    sitting = {n: u for n, u in links.items() if n.startswith("exam: ")}
+    proctors = [u for n, u in links.items() if n.startswith("proctor: ")]
+    assert len(sitting) == 3
+    assert len(proctors) == 1
+
+    for name, url in sitting.items():
+        page = await open_printed(pages, url)
+        person = name.split(": ", 1)[1].split(" (")[0]
+        await expect(page.locator("#me")).to_have_text(person)
+        await expect(page.locator("#exam-status")).to_contain_text("Bài thi mở sau")
+        await expect(page.locator("fieldset.item")).to_have_count(0)
+        await expect(page.locator("#banner")).to_be_hidden()
+        assert page.url.endswith("/web/exam.html"), "the token left the address bar"
+
+    page = await open_printed(pages, proctors[0])
+    await expect(page.locator("#me")).to_have_text("Cô Thu")
+    seats = page.locator("#seats tr[data-user]")
+    await expect(seats).to_have_count(3)
+    for name in sitting:
+        person = name.split(": ", 1)[1].split(" (")[0]
+        await expect(page.locator("#seats")).to_contain_text(person)
+    await expect(page.locator("#banner")).to_be_hidden()
+    assert page.url.endswith("/web/proctor.html"), "the token left the address bar"

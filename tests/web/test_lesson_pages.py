@@ -10,7 +10,15 @@ from playwright.async_api import Page, expect
 
 from client_sdk.protocol import QuestionOpened
 
-from .conftest import Api, Crowd, Pages, ServerProcess, student_page
+from .conftest import (
+    PHONE,
+    Api,
+    Crowd,
+    Pages,
+    ServerProcess,
+    screenshot,
+    student_page,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,6 +54,7 @@ async def test_student_joins_with_a_code_and_sees_the_current_activity(
     await expect(student.locator("#roster")).to_contain_text(school)
     await expect(teacher.locator("#roster")).to_contain_text("Phạm Dũng")
     assert "token" not in student.url
+    await screenshot(student, "student-lesson")
 
 
 async def test_question_shows_at_opens_at_and_the_chart_counts_the_answer(
@@ -61,6 +70,9 @@ async def test_question_shows_at_opens_at_and_the_chart_counts_the_answer(
     teacher = await teacher_page(pages, lesson)
     student = await student_page(pages, api, lesson["classes"][0]["code"], "Hà My")
     await teacher.click("#next")
+    await expect(teacher.locator("#activity-title")).to_have_text(
+        "New words: food and drink"
+    )
     await teacher.click("#next")
     await expect(teacher.locator("button.ask")).to_have_count(4)
 
@@ -77,6 +89,7 @@ async def test_question_shows_at_opens_at_and_the_chart_counts_the_answer(
 
     await student.click("#answers button.option >> nth=0")
     await expect(student.locator("#answer-status")).to_have_text("Đã gửi câu trả lời.")
+    await screenshot(student, "student-quiz", top="#quiz-heading")
     chart = teacher.locator("#chart")
     await expect(chart.locator("[data-bar='option-0'] .bar-value")).to_have_text("1")
     await expect(chart.locator("[data-bar='option-1'] .bar-value")).to_have_text("0")
@@ -90,6 +103,8 @@ async def test_question_shows_at_opens_at_and_the_chart_counts_the_answer(
     await expect(student.locator("#result")).to_contain_text("Chính xác")
     await expect(student.locator("table.board")).to_have_count(2)
     await expect(student.locator("table.board").first).to_contain_text("Hà My")
+    await screenshot(student, "student-result", top="#quiz-heading")
+    await screenshot(teacher, "teacher", top="#quiz-heading")
 
 
 async def test_raised_hand_appears_in_the_teachers_queue(
@@ -124,10 +139,14 @@ async def test_language_switch_changes_every_string_and_is_remembered(
     student = await student_page(pages, api, lesson["classes"][0]["code"], "Vũ Lan")
     await expect(student.locator("html")).to_have_attribute("lang", "vi")
     await expect(student.locator("#hand")).to_have_text("Giơ tay")
+    title = await student.locator("#title").text_content()
+    assert title
+    assert title != "Lớp học trực tuyến"
 
     await student.click("#lang")
     await expect(student.locator("html")).to_have_attribute("lang", "en")
     await expect(student.locator("#hand")).to_have_text("Raise hand")
+    await expect(student.locator("#title")).to_have_text(title)
     await expect(student.locator("#quiz-heading")).to_have_text("Question")
     await expect(student.locator("#lang")).to_have_text("Tiếng Việt")
 
@@ -150,3 +169,21 @@ async def test_pages_work_from_the_keyboard(
     assert focused == "hand"
     await student.keyboard.press("Enter")
     await expect(student.locator("#hand")).to_have_attribute("aria-pressed", "true")
+
+
+async def test_student_page_fits_a_phone(
+    pages: Pages, api: Api, lesson: dict[str, Any]
+) -> None:
+    """On a phone's width nothing runs off the side and the hand button is reachable."""
+    student = await student_page(
+        pages, api, lesson["classes"][1]["code"], "Hồ Nam", size=PHONE
+    )
+    overflow = await student.evaluate(
+        "() => document.documentElement.scrollWidth - window.innerWidth"
+    )
+    assert overflow <= 0, f"{overflow} px wider than the phone"
+    hand = await student.locator("#hand").bounding_box()
+    assert hand is not None
+    assert hand["x"] >= 0
+    assert hand["x"] + hand["width"] <= PHONE[0]
+    await screenshot(student, "student-phone")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from client_sdk import Client
 
@@ -14,18 +14,19 @@ from .conftest import Api, Pages, ServerProcess, student_page
 pytestmark = pytest.mark.timeout(120)
 
 
-async def asked_text_question(
+async def typing_an_answer(
     server: ServerProcess, pages: Pages, api: Api, lesson: dict[str, Any], name: str
-) -> Page:
-    """A student's page showing the lesson's text question, asked by the host."""
+) -> tuple[Page, Locator]:
+    """A student's page on the text question the host asked, and its field."""
     room = lesson["id"]
     async with Client(server.ws_url, lesson["host"]["token"], room) as host:
         await host.join(room)
         await host.step(room, 1)
         student = await student_page(pages, api, lesson["classes"][0]["code"], name)
         await host.ask(room, 3)
-    await student.locator("#text-answer").wait_for(state="visible")
-    return student
+    text = student.locator("#text-answer")
+    await text.wait_for(state="visible")
+    return student, text
 
 
 def stored_answers(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -42,8 +43,7 @@ async def test_banner_shows_while_the_node_is_down_and_the_typed_answer_survives
     server: ServerProcess, pages: Pages, api: Api, lesson: dict[str, Any]
 ) -> None:
     """A restart of the node shows the banner; the draft is kept and then stored."""
-    student = await asked_text_question(server, pages, api, lesson, "Trịnh Mai")
-    text = student.locator("#text-answer")
+    student, text = await typing_an_answer(server, pages, api, lesson, "Trịnh Mai")
     await text.fill("coff")
     await text.press_sequentially("ee")
 
@@ -71,8 +71,7 @@ async def test_answer_sent_while_offline_is_delivered_after_the_reconnect(
     server: ServerProcess, pages: Pages, api: Api, lesson: dict[str, Any]
 ) -> None:
     """An answer sent during the outage waits, then is stored once on return."""
-    student = await asked_text_question(server, pages, api, lesson, "Quách Sơn")
-    text = student.locator("#text-answer")
+    student, text = await typing_an_answer(server, pages, api, lesson, "Quách Sơn")
     await text.fill("Coffee")
 
     server.stop()

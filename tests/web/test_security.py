@@ -8,11 +8,11 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from server.web import STATIC
+from server.web import RENDERED, STATIC
 
 from .conftest import Pages, ServerProcess
 
-PAGES = ["/web/", "/web/student.html", "/web/teacher.html"]
+PAGES = ["/web/", *(f"/web/{name}" for name in RENDERED)]
 
 
 @pytest.mark.parametrize("path", [*PAGES, "/web/page.js", "/sdk/lophoc.js"])
@@ -34,11 +34,19 @@ def test_pages_and_scripts_carry_a_strict_content_security_policy(
 
 def test_no_page_holds_an_inline_script_or_handler() -> None:
     """Scripts are files: no <script> body and no on...= attribute in any page."""
-    for page in STATIC.glob("*.html"):
-        html = page.read_text()
-        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), page.name
-        assert not re.search(r"\son[a-z]+\s*=", html), page.name
-        assert "style=" not in html, page.name
+    for name, html in RENDERED.items():
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), name
+        assert not re.search(r"\son[a-z]+\s*=", html), name
+        assert "style=" not in html, name
+        assert "$" not in html, f"{name}: a placeholder of the shell is left"
+
+
+@pytest.mark.parametrize("path", ["/web/_shell.html", "/web/student.html/x"])
+def test_page_files_are_served_only_in_their_shell(
+    server: ServerProcess, path: str
+) -> None:
+    """The shell and the pages' own files are never sent as they lie on disk."""
+    assert httpx.get(server.http_url + path).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -114,9 +122,10 @@ def test_every_string_a_page_names_is_in_the_tables() -> None:
         re.findall(r'^\s+"([\w.-]+)":', (STATIC / "lang_vi.js").read_text(), re.M)
     )
     used: set[str] = set()
-    for path in STATIC.glob("*.html"):
-        used |= set(re.findall(r'data-i18n="([\w.-]+)"', path.read_text()))
+    for html in RENDERED.values():
+        used |= set(re.findall(r'data-i18n="([\w.-]+)"', html))
     for path in STATIC.glob("*.js"):
         used |= set(re.findall(r'\bt\("([\w.-]+)"', path.read_text()))
+        used |= set(re.findall(r'\bsay\([^,()]+, "([\w.-]+)"', path.read_text()))
         used |= set(re.findall(r'i18n: "([\w.-]+)"', path.read_text()))
     assert used - known == set()
