@@ -25,6 +25,10 @@ Runs, each as its own process writing its JSON report to
     ``relay.py``: the most listeners one speaker's audio reaches under 80%
     of a core, passed through against decoded and encoded again
     (``relay.json``).
+``video``
+    ``video_relay.py``: the viewers one core serves for one 720p camera
+    forwarded as encoded frames (``video_relay.json``); it has no peer: the
+    figure is read against the lesson sizes it must carry.
 
 Then it prints one table, each ratio beside its target, and below it every
 warning the benchmarks gave, those saying that a client worker or the
@@ -62,7 +66,7 @@ from _plots import draw_plots
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SCENARIOS = ("fanout", "fanout2", "redis", "answers", "idle", "relay")
+SCENARIOS = ("fanout", "fanout2", "redis", "answers", "idle", "relay", "video")
 #: Reports whose warnings are printed under the table.
 REPORTS = ("fanout", "fanout2", "answers", "idle", "relay")
 #: Words of a warning that says the load generator, not the server, was
@@ -130,6 +134,13 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
             *(["--quick"] if args.quick else []),
             "--output",
             str(RESULTS / "relay.json"),
+        ],
+        # video_relay.py writes results/video_relay.json itself.
+        "video": [
+            python,
+            str(here / "video_relay.py"),
+            "--viewers",
+            *(["4", "8", "16"] if args.quick else ["5", "10", "20", "40"]),
         ],
     }
 
@@ -420,6 +431,29 @@ def summary() -> list[dict[str, Any]]:
                         None,
                     )
                 )
+    video = load("video_relay")
+    if video:
+        fit = video.get("fit")
+        per_core = (1 - fit["base_cores"]) / fit["cores_per_viewer"] if fit else None
+        passing = [t for t in video["trials"] if t["passed"]]
+        rows.append(
+            row(
+                "video relay",
+                "viewers per core, one 720p camera, pass-through (fit)",
+                round(per_core) if per_core else None,
+                "",
+                None,
+            )
+        )
+        rows.append(
+            row(
+                "video relay",
+                "  most viewers in a trial with < 1% frames lost",
+                max((t["viewers"] for t in passing), default=None),
+                "",
+                None,
+            )
+        )
     return rows
 
 

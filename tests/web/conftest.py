@@ -9,11 +9,14 @@ the other side of the server's relay.
 
 The server, its HTTP API and the SDK clients are the lesson tests' fixtures.
 :func:`screenshot` keeps a picture of a page in each language in
-docs/screenshots, which the README shows.
+build/screenshots (the run's artifacts), or in the folder that
+``LOPHOC_SCREENSHOTS`` names: ``LOPHOC_SCREENSHOTS=docs/screenshots``
+refreshes the pictures the README shows.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -33,8 +36,9 @@ __all__ = ["Api", "Crowd", "ServerProcess", "api", "crowd", "server"]
 MIC_TONE_HZ = 660.0
 #: The colour the fake camera shows, RGB.
 CAMERA_COLOUR = (40, 90, 200)
-#: Where :func:`screenshot` keeps its pictures.
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+REPO = Path(__file__).resolve().parents[2]
+#: Where :func:`screenshot` keeps its pictures (relative to the repository).
+SCREENSHOTS = REPO / os.environ.get("LOPHOC_SCREENSHOTS", "build/screenshots")
 #: A page's size in CSS pixels: a laptop or projector, and a phone.
 DESK = (1100, 900)
 PHONE = (390, 844)
@@ -175,14 +179,14 @@ async def student_page(
 
 
 async def screenshot(page: Page, name: str, top: str | None = None) -> None:
-    """Keep ``page`` as docs/screenshots/``name``-vi.png and -en.png.
+    """Keep ``page`` as ``name``-vi.png and -en.png in :data:`SCREENSHOTS`.
 
     The picture is the viewport, scrolled so that the element ``top`` (a
     selector) starts it, when given. The page is in Vietnamese when called;
     it switches to English for the second picture and back, so the test goes
     on as it was.
     """
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     html = page.locator("html")
     for language, after in (("vi", "en"), ("en", "vi")):
         await expect(html).to_have_attribute("lang", language)
