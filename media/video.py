@@ -209,19 +209,35 @@ class InboundVideo(Inbound["VideoForwardTrack"]):
         now = time.monotonic()
         if now - self._asked_at < KEYFRAME_REQUEST_GAP:
             return
-        sources = self._receiver.getSynchronizationSources()
-        if not sources:
+        streams = self._media_streams()
+        if not streams:
             # Nothing received yet: the first frame a client sends is a
             # keyframe anyway.
             return
         self._asked_at = now
         self.keyframe_requests += 1
-        ssrc = sources[0].source
-        task = asyncio.get_running_loop().create_task(
-            self._receiver._send_rtcp_pli(ssrc)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        for ssrc in streams:
+            task = loop.create_task(self._receiver._send_rtcp_pli(ssrc))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _media_streams(self) -> list[int]:
+        """The SSRCs the publisher sent on lately, its retransmissions left out.
+
+        aiortc lists every SSRC it received, the RTX stream's too (RFC 4588),
+        in the order first heard, and a browser may probe the bandwidth with
+        RTX padding before its first frame: a PLI naming that SSRC goes
+        unanswered. The SSRCs of RTX streams the offer paired with a media
+        stream are left out; an unpaired one is asked too, in vain.
+        """
+        # Name-mangled attribute of RTCRtpReceiver: RTX SSRC to media SSRC.
+        rtx: dict[int, int] = getattr(self._receiver, "_RTCRtpReceiver__rtx_ssrc", {})
+        return [
+            source.source
+            for source in self._receiver.getSynchronizationSources()
+            if source.source not in rtx
+        ]
 
     def close(self) -> None:
         """Stop feeding viewers and cancel keyframe requests in flight."""

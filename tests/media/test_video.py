@@ -249,10 +249,19 @@ async def test_late_viewer_gets_a_picture_within_two_seconds(
     early = await connect("early", slots=1)
     room.set_video({"early": [("host", CAMERA)], "late": [("host", CAMERA)]})
     await eventually(lambda: early.seen.sees(RED), 8.0, "red at the early viewer")
+    camera = room.published("host")[CAMERA]
+    await late_viewer_sees_red(connect, lambda: camera.keyframe_requests)
+
+
+async def late_viewer_sees_red(connect: Connect, requests: Callable[[], int]) -> None:
+    """A viewer "late" joining mid-stream decodes red within 2 s.
+
+    ``requests`` counts keyframe requests; one more must have been made.
+    """
     # aiortc's encoder makes keyframes only when asked: what follows is
     # all deltas, of no use to a newcomer without a keyframe request.
     await asyncio.sleep(1.5)
-    asked = room.published("host")[CAMERA].keyframe_requests
+    asked = requests()
 
     late = await connect("late", slots=1)
     joined = time.monotonic()
@@ -260,7 +269,26 @@ async def test_late_viewer_gets_a_picture_within_two_seconds(
     first = late.seen.first_at(0)
     assert first is not None
     assert first - joined < 2.0
-    assert room.published("host")[CAMERA].keyframe_requests > asked
+    assert requests() > asked
+
+
+async def test_a_publisher_heard_first_on_its_rtx_stream_answers_a_late_viewer(
+    room: MediaRoom, joined: Joined, connect: Connect
+) -> None:
+    """Padding on the RTX stream before the first frame does not misdirect PLIs."""
+    host = await joined(CameraPeer("host", RED, held=True))
+    await host.send_rtx_padding()
+    camera = room.published("host")[CAMERA]
+    receiver = camera._receiver
+    await eventually(
+        lambda: bool(receiver.getSynchronizationSources()), 3.0, "the RTX padding"
+    )
+    host.release()
+    early = await connect("early", slots=1)
+    room.set_video({"early": [("host", CAMERA)], "late": [("host", CAMERA)]})
+    await eventually(lambda: early.seen.sees(RED), 8.0, "red at the early viewer")
+    # The PLI must reach the host's camera, not only leave the relay.
+    await late_viewer_sees_red(connect, lambda: host.keyframe_requests)
 
 
 async def test_video_is_forwarded_only_while_routed(
@@ -304,3 +332,88 @@ async def test_a_viewer_turns_video_off_and_back_on(
     await eventually(
         lambda: viewer.seen.sees(RED, since=back), 2.0, "the picture back within 2 s"
     )
+
+
+#: Rounds of the start-together test, and how long a viewer may wait in one
+#: for the picture from the round's start (a slow viewer's: from connecting).
+ROUNDS = 6
+FIRST_PICTURE = 3.0
+#: How long after the camera started a slow viewer's connection comes up.
+SLOW_VIEWER = 1.2
+
+
+async def sees_soon(
+    viewer: CameraPeer, colour: tuple[int, int, int], since: float, what: str
+) -> None:
+    """Wait until ``viewer`` shows ``colour``, at most :data:`FIRST_PICTURE` s."""
+
+    def shown() -> bool:
+        return viewer.seen.sees(colour, since=since)
+
+    try:
+        await eventually(shown, FIRST_PICTURE, f"{what}: the camera at {viewer.name}")
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}; saw {viewer.seen.describe(since)}")
+
+
+async def test_viewers_see_a_camera_that_starts_while_they_connect(
+    room: MediaRoom,
+) -> None:
+    """A camera and viewers negotiating at once: a picture within 3 s, each round."""
+    viewers = ("stay", "again", *(f"new{n}" for n in range(ROUNDS)))
+    room.set_video({viewer: [("host", CAMERA)] for viewer in viewers})
+    peers: dict[str, CameraPeer] = {}
+    closing: list[CameraPeer] = []
+
+    def peer(name: str, *colours: tuple[int, int, int], slots: int = 0) -> CameraPeer:
+        if name in peers:
+            closing.append(peers[name])
+        peers[name] = CameraPeer(name, *colours, slots=slots)
+        return peers[name]
+
+    async def offered(who: CameraPeer) -> str:
+        return await room.answer(who.name, await who.offer())
+
+    async def finish(who: CameraPeer, answer: str) -> None:
+        await who.accept(answer)
+        await who.connected()
+
+    try:
+        # The host is in the lesson's media before turning the camera on.
+        await peer("host", slots=1).join(room)
+        stay = peer("stay", slots=1)
+        await stay.join(room)
+        for n in range(ROUNDS):
+            colour = (RED, BLUE, GREEN)[n % 3]
+            host = peer("host", colour)
+            viewer = peer("again" if n % 2 else f"new{n}", slots=1)
+            started = time.monotonic()
+            async with asyncio.timeout(15):
+                if n % 4 == 3:
+                    # A slow viewer: its connection comes up well after the
+                    # camera's first keyframe went by.
+                    answer = await offered(viewer)
+                    await host.join(room)
+                    await asyncio.sleep(SLOW_VIEWER)
+                    started = time.monotonic()
+                    await finish(viewer, answer)
+                elif n % 4 == 0:
+                    # Both offers at the same moment.
+                    await asyncio.gather(host.join(room), viewer.join(room))
+                elif n % 4 == 1:
+                    # The camera starts while the viewer's connection is set up.
+                    answer = await offered(viewer)
+                    await asyncio.gather(host.join(room), finish(viewer, answer))
+                else:
+                    # The viewer joins while the camera's connection is set up.
+                    answer = await offered(host)
+                    await asyncio.gather(viewer.join(room), finish(host, answer))
+                await asyncio.gather(
+                    sees_soon(stay, colour, started, f"round {n}"),
+                    sees_soon(viewer, colour, started, f"round {n}"),
+                )
+            await asyncio.gather(*(old.close() for old in closing))
+            closing.clear()
+    finally:
+        await room.close()
+        await asyncio.gather(*(p.close() for p in [*closing, *peers.values()]))
