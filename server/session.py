@@ -65,6 +65,7 @@ from rooms.wire import AppendReply, JoinReply, RefusedReply, Reply
 
 from .auth import Claims
 from .exam_session import exam_command
+from .flow import SendQueue, TokenBucket
 from .media_hub import MediaHub
 from .metrics import Stats
 from .settings import Settings
@@ -93,27 +94,39 @@ class _Membership:
     held: list[EncodedEvent] = field(default_factory=list)
 
 
-class _TokenBucket:
-    """Messages per second with a burst allowance (a leaky token bucket)."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
 class Session:
     """Serves one accepted WebSocket until it closes."""
+
+    __slots__ = (
+        "_asgi_send",
+        "_bad_frames",
+        "_bucket",
+        "_busy",
+        "_closer",
+        "_closing",
+        "_codec",
+        "_drainer",
+        "_draining",
+        "_hub",
+        "_idle",
+        "_last_strike",
+        "_media",
+        "_media_rooms",
+        "_member",
+        "_prober",
+        "_probes",
+        "_queue",
+        "_reader",
+        "_rooms",
+        "_rtts",
+        "_settings",
+        "_stats",
+        "_strikes",
+        "_unsure",
+        "_ws",
+        "claims",
+        "id",
+    )
 
     def __init__(
         self,
@@ -142,21 +155,24 @@ class Session:
         #: (a rebuilt writer counts this connection's pending joins present):
         #: the connection's end leaves them too.
         self._unsure: set[str] = set()
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(settings.send_queue)
-        self._bucket = _TokenBucket(settings.messages_per_second, settings.burst)
+        self._queue = SendQueue(settings.send_queue)
+        self._bucket = TokenBucket(settings.messages_per_second, settings.burst)
         self._strikes = 0
         self._last_strike = 0.0
-        self._bad_frames: collections.deque[float] = collections.deque()
+        # Made when first needed: most connections never use them.
+        self._bad_frames: collections.deque[float] | None = None
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         self._probes: dict[str, float] = {}
-        self._rtts: collections.deque[int] = collections.deque(maxlen=5)
+        self._rtts: collections.deque[int] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: A command is being served; ``_idle`` exists only while a drain
+        #: waits for that command's end.
+        self._busy = False
+        self._idle: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.id} user={self.claims.user} role={self.claims.role}>"
@@ -212,11 +228,13 @@ class Session:
                 return
             if kind != "websocket.receive":
                 continue
-            self._idle.clear()
+            self._busy = True
             try:
                 await self._on_frame(message)
             finally:
-                self._idle.set()
+                self._busy = False
+                if self._idle is not None:
+                    self._idle.set()
 
     async def _send_loop(self) -> None:
         # Frames go straight to the ASGI server's send callable: Starlette's
@@ -263,7 +281,9 @@ class Session:
     async def _close_when_idle(self, code: CloseCode, reason: str) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._idle.wait()
+                if self._busy:
+                    self._idle = asyncio.Event()
+                    await self._idle.wait()
                 # The last reply must leave before the close frame does.
                 for _ in range(int(CLOSE_TIMEOUT / 0.01)):
                     if self._queue.empty():
@@ -413,10 +433,13 @@ class Session:
         self._stats.messages_in["undecodable"] += 1
         self._error(exc.code, exc.message, command_id, exc.field)
         now = time.monotonic()
-        self._bad_frames.append(now)
-        while self._bad_frames and self._bad_frames[0] < now - BAD_FRAME_WINDOW:
-            self._bad_frames.popleft()
-        if len(self._bad_frames) > self._settings.max_bad_frames:
+        if self._bad_frames is None:
+            self._bad_frames = collections.deque()
+        bad = self._bad_frames
+        bad.append(now)
+        while bad and bad[0] < now - BAD_FRAME_WINDOW:
+            bad.popleft()
+        if len(bad) > self._settings.max_bad_frames:
             self.close_soon(CloseCode.TOO_MANY_ERRORS, "too many undecodable frames")
 
     def _admit(self, command_id: str) -> bool:
@@ -550,6 +573,8 @@ class Session:
         sent = self._probes.pop(reply.nonce, None)
         if sent is None:
             return
+        if self._rtts is None:
+            self._rtts = collections.deque(maxlen=5)
         self._rtts.append(int((time.monotonic() - sent) * 1000))
 
     def _round_trip(self) -> int:
