@@ -20,8 +20,6 @@ Example, a student answering the question the host just opened::
 
 from __future__ import annotations
 
-from typing import Protocol, TypeAlias
-
 from .protocol import (
     Ack,
     Answer,
@@ -29,34 +27,14 @@ from .protocol import (
     AskQuestion,
     CloseQuestion,
     EndLesson,
-    LessonCommand,
-    MediaCandidate,
-    MediaLeave,
     RemoveMember,
     Reveal,
     StepActivity,
-    TurnCommand,
 )
-
-#: The lesson, turn and media commands the server answers with an ``ack``.
-LessonRequest: TypeAlias = LessonCommand | TurnCommand | MediaCandidate | MediaLeave
+from .requests import Requester
 
 
-class _Requester(Protocol):
-    """What the mixin needs of the client it is mixed into."""
-
-    async def request(
-        self,
-        command: LessonRequest,
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-        retries: int | None = ...,
-    ) -> Ack: ...
-
-    def next_id(self) -> str: ...
-
-
-class LessonCommands:
+class LessonCommands(Requester):
     """The commands of a linked lesson, as methods of the client.
 
     The host steps through the plan and asks, closes and reveals questions;
@@ -68,7 +46,7 @@ class LessonCommands:
     """
 
     async def step(
-        self: _Requester,
+        self,
         room: str,
         index: int,
         *,
@@ -80,7 +58,7 @@ class LessonCommands:
         return await self.request(command, timeout=timeout, retries=retries)
 
     async def ask(
-        self: _Requester,
+        self,
         room: str,
         question: int,
         *,
@@ -96,7 +74,7 @@ class LessonCommands:
         return await self.request(command, timeout=timeout, retries=retries)
 
     async def answer(
-        self: _Requester,
+        self,
         room: str,
         number: int,
         value: AnswerValue,
@@ -123,7 +101,7 @@ class LessonCommands:
         return await self.request(command, timeout=timeout, retries=retries)
 
     async def close_question(
-        self: _Requester,
+        self,
         room: str,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
@@ -134,7 +112,7 @@ class LessonCommands:
         return await self.request(command, timeout=timeout, retries=retries)
 
     async def reveal(
-        self: _Requester,
+        self,
         room: str,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
@@ -148,7 +126,7 @@ class LessonCommands:
         return await self.request(command, timeout=timeout, retries=retries)
 
     async def end_lesson(
-        self: _Requester,
+        self,
         room: str,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
@@ -159,7 +137,7 @@ class LessonCommands:
         return await self.request(command, timeout=timeout, retries=retries)
 
     async def remove(
-        self: _Requester,
+        self,
         room: str,
         user: str,
         *,

@@ -18,7 +18,6 @@ import msgspec
 
 from .backoff import Backoff
 from .errors import ClientError, CommandError, CommandTimeout, ProtocolViolation
-from .lesson import LessonRequest
 from .link import Link, LinkLost
 from .protocol import (
     Ack,
@@ -32,18 +31,25 @@ from .protocol import (
     Join,
     Joined,
     Leave,
+    LessonCommand,
     MediaAnswer,
+    MediaCandidate,
+    MediaLeave,
     MediaOffer,
     Ping,
     Pong,
     ProbeReply,
     ProctorView,
+    TurnCommand,
     VideoQuality,
     VideoQualityAnswer,
     WatchExam,
 )
 
 logger = logging.getLogger(__name__)
+
+#: The lesson, turn and media commands the server answers with an ``ack``.
+LessonRequest: TypeAlias = LessonCommand | TurnCommand | MediaCandidate | MediaLeave
 
 
 class Options(TypedDict, total=False):

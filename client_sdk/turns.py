@@ -11,7 +11,6 @@ in order, and the floor as ``floor_granted`` and ``floor_released`` events.
 
 from __future__ import annotations
 
-from .lesson import _Requester
 from .protocol import (
     Ack,
     GrantFloor,
@@ -24,26 +23,27 @@ from .protocol import (
     StartDrill,
     StopDrill,
 )
+from .requests import Requester
 
 
-class TurnCommands:
+class TurnCommands(Requester):
     """Hands, the floor and drills, as methods of the client."""
 
-    async def raise_hand(self: _Requester, room: str) -> Ack:
+    async def raise_hand(self, room: str) -> Ack:
         """Student: ask for the floor; a hand already up stays where it is."""
         return await self.request(RaiseHand(id=self.next_id(), room=room))
 
-    async def lower_hand(self: _Requester, room: str, user: str | None = None) -> Ack:
+    async def lower_hand(self, room: str, user: str | None = None) -> Ack:
         """Lower one's own hand, or (a teacher) the hand of ``user``."""
         return await self.request(LowerHand(id=self.next_id(), room=room, user=user))
 
-    async def set_queue_policy(self: _Requester, room: str, policy: QueuePolicy) -> Ack:
+    async def set_queue_policy(self, room: str, policy: QueuePolicy) -> Ack:
         """Host: order the queue first come, round robin or least time first."""
         command = SetQueuePolicy(id=self.next_id(), room=room, policy=policy)
         return await self.request(command)
 
     async def grant_floor(
-        self: _Requester,
+        self,
         room: str,
         user: str | None = None,
         seconds: int | None = None,
@@ -55,12 +55,12 @@ class TurnCommands:
         command = GrantFloor(id=self.next_id(), room=room, user=user, seconds=seconds)
         return await self.request(command)
 
-    async def revoke_floor(self: _Requester, room: str) -> Ack:
+    async def revoke_floor(self, room: str) -> Ack:
         """Host or the holder's co-teacher: take the floor back now."""
         return await self.request(RevokeFloor(id=self.next_id(), room=room))
 
     async def start_drill(
-        self: _Requester,
+        self,
         room: str,
         prompt: str,
         seconds: int,
@@ -78,11 +78,11 @@ class TurnCommands:
         )
         return await self.request(command)
 
-    async def stop_drill(self: _Requester, room: str) -> Ack:
+    async def stop_drill(self, room: str) -> Ack:
         """Host: end the drill and its current turn."""
         return await self.request(StopDrill(id=self.next_id(), room=room))
 
-    async def mute(self: _Requester, room: str, user: str, muted: bool = True) -> Ack:
+    async def mute(self, room: str, user: str, muted: bool = True) -> Ack:
         """Host or co-teacher: mute (or unmute) a student of their school."""
         command = Mute(id=self.next_id(), room=room, user=user, muted=muted)
         return await self.request(command)
