@@ -41,6 +41,7 @@ from .exams import load_or_create_audit_key
 from .media_hub import MediaHub
 from .session import Session
 from .settings import Settings
+from .transport import Framer
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class Node:
     media: MediaHub
     stats: metrics.Stats = field(default_factory=metrics.Stats)
     sessions: set[Session] = field(default_factory=set)
+    #: Frames each room event once for all the node's sessions.
+    framer: Framer = field(default_factory=Framer)
     #: Set by :meth:`drain`: the node takes no new connection.
     draining: bool = False
 
@@ -231,6 +234,7 @@ async def websocket_endpoint(websocket: WebSocket, asgi_send: Send) -> None:
         node.stats,
         asgi_send,
         node.media,
+        node.framer,
     )
     node.stats.connections += 1
     node.stats.connections_total += 1

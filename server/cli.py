@@ -74,6 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .drain import DrainingServer
+    from .transport import FrameProtocol
 
     settings = _settings_from(args).with_secret()
     links = demo.prepare(settings) if args.demo else []
@@ -92,6 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Compressing each frame once per member would cost more CPU than
         # the whole fan-out; classroom frames are small anyway.
         ws_per_message_deflate=False,
+        # uvicorn's websockets protocol, taking a room's frames directly.
+        ws=FrameProtocol,
         # The access log would print join tokens from query strings.
         access_log=False,
         log_level=settings.log_level,

@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class TokenBucket:
@@ -33,44 +36,66 @@ class TokenBucket:
         return False
 
 
-class SendQueue:
-    """A bounded FIFO of frames with one consumer, lighter than asyncio.Queue.
+class Mailbox(Generic[T]):
+    """A FIFO with one consumer, lighter than :class:`asyncio.Queue`.
 
-    A node holds one per connection, idle ones included: this one keeps a
-    single deque and makes its consumer's wake-up future only while the
-    consumer waits, where :class:`asyncio.Queue` keeps three deques.
+    A node holds a few per connection, idle ones included: this one makes
+    its deque when the first item arrives and its consumer's wake-up future
+    only while the consumer waits, where :class:`asyncio.Queue` keeps three
+    deques from the start.
     """
 
-    __slots__ = ("_frames", "_limit", "_waiter")
+    __slots__ = ("_items", "_waiter")
 
-    def __init__(self, limit: int) -> None:
-        self._frames: collections.deque[bytes] = collections.deque()
-        self._limit = limit
+    def __init__(self) -> None:
+        self._items: collections.deque[T] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def empty(self) -> bool:
-        """True if no frame waits."""
-        return not self._frames
+        """True if nothing waits."""
+        return not self._items
 
-    def put_nowait(self, frame: bytes) -> None:
-        """Queue ``frame``; :class:`asyncio.QueueFull` if the queue is full."""
-        if len(self._frames) >= self._limit:
-            raise asyncio.QueueFull
-        self._frames.append(frame)
+    def put_nowait(self, item: T) -> None:
+        """Queue ``item`` and wake the consumer."""
+        items = self._items
+        if items is None:
+            items = self._items = collections.deque()
+        items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def get_nowait(self) -> bytes:
-        """The oldest frame; the queue must not be empty."""
-        return self._frames.popleft()
+    def get_nowait(self) -> T:
+        """The oldest item; the mailbox must not be empty."""
+        assert self._items is not None
+        return self._items.popleft()
 
-    async def get(self) -> bytes:
-        """The oldest frame, once there is one."""
-        while not self._frames:
+    async def wait(self) -> None:
+        """Until an item waits; the item stays queued."""
+        while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._frames.popleft()
+
+    async def get(self) -> T:
+        """The oldest item, once there is one."""
+        await self.wait()
+        return self.get_nowait()
+
+
+class SendQueue(Mailbox[bytes]):
+    """A session's frames waiting for its socket, at most ``limit`` of them."""
+
+    __slots__ = ("_limit",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+
+    def put_nowait(self, item: bytes) -> None:
+        """Queue a frame; :class:`asyncio.QueueFull` if the queue is full."""
+        if self._items is not None and len(self._items) >= self._limit:
+            raise asyncio.QueueFull
+        super().put_nowait(item)

@@ -27,6 +27,8 @@ class Stats:
     connections_total: int = 0
     messages_in: Counter[str] = field(default_factory=Counter)
     frames_out: int = 0
+    #: Frames that waited in a send queue: the client's socket pushed back.
+    frames_waited: int = 0
     send_queue_drops: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     refusals: Counter[int] = field(default_factory=Counter)
@@ -61,6 +63,11 @@ class _StatsCollector(Collector):
         yield incoming
         yield CounterMetricFamily(
             "lophoc_messages_out", "Frames sent to clients", stats.frames_out
+        )
+        yield CounterMetricFamily(
+            "lophoc_frames_waited",
+            "Frames that waited in a send queue while a client read slowly",
+            stats.frames_waited,
         )
         yield CounterMetricFamily(
             "lophoc_send_queue_drops",

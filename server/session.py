@@ -2,9 +2,11 @@
 
 A session reads frames one at a time and answers each command before it
 reads the next, so a client's commands apply in the order it sent them.
-Everything it sends (replies and room events) goes through one bounded
-queue drained by its own task: a client that reads too slowly fills its
-queue and is disconnected, and never holds up a room's other members.
+Everything it sends (replies and room events) is written to the socket at
+once while the socket takes it (:mod:`server.transport`), and otherwise
+waits in one bounded queue drained by its own task: a client that reads
+too slowly fills its queue and is disconnected, and never holds up a room's
+other members.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from .flow import SendQueue, TokenBucket
 from .media_hub import MediaHub
 from .metrics import Stats
 from .settings import Settings
+from .transport import FrameProtocol, Framer, frame_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -107,18 +110,21 @@ class Session:
         "_codec",
         "_drainer",
         "_draining",
+        "_framer",
         "_hub",
         "_idle",
         "_last_strike",
         "_media",
         "_media_rooms",
         "_member",
+        "_out",
         "_prober",
         "_probes",
         "_queue",
         "_reader",
         "_rooms",
         "_rtts",
+        "_sender",
         "_settings",
         "_stats",
         "_strikes",
@@ -138,9 +144,14 @@ class Session:
         stats: Stats,
         asgi_send: Callable[[MutableMapping[str, Any]], Awaitable[None]] | None = None,
         media: MediaHub | None = None,
+        framer: Framer | None = None,
     ) -> None:
         self.id = secrets.token_hex(6)
         self._asgi_send = asgi_send or websocket.send
+        #: The connection's protocol when it takes whole frames directly
+        #: (see :mod:`server.transport`); None sends through ASGI.
+        self._out = frame_protocol(websocket.scope)
+        self._framer = framer or Framer()
         self._media = media
         self._media_rooms: set[str] = set()
         self.claims = claims
@@ -156,6 +167,11 @@ class Session:
         #: the connection's end leaves them too.
         self._unsure: set[str] = set()
         self._queue = SendQueue(settings.send_queue)
+        #: Drains the queue; made on the first frame that must wait when the
+        #: session writes directly, which an idle or quick client never has.
+        self._sender: asyncio.Task[None] | None = None
+        if self._out is not None:
+            self._out.forget_handshake()
         self._bucket = TokenBucket(settings.messages_per_second, settings.burst)
         self._strikes = 0
         self._last_strike = 0.0
@@ -181,13 +197,14 @@ class Session:
 
     async def run(self) -> None:
         """Greet the client, then serve its commands until it goes away."""
+        if self._out is None:
+            self._sender = asyncio.create_task(self._asgi_send_loop())
         self._send(self._hello())
-        sender = asyncio.create_task(self._send_loop())
         self._reader = asyncio.create_task(self._read_loop())
         try:
             await asyncio.wait({self._reader})
         finally:
-            tasks = [sender] + [t for t in (self._prober, self._drainer) if t]
+            tasks = [t for t in (self._sender, self._prober, self._drainer) if t]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -236,7 +253,25 @@ class Session:
                 if self._idle is not None:
                     self._idle.set()
 
-    async def _send_loop(self) -> None:
+    async def _send_loop(self, out: FrameProtocol) -> None:
+        # Frames wait in the queue only while the socket cannot take them
+        # (see _enqueue); this task writes them once it can again.
+        queue = self._queue
+        framer = self._framer
+        binary = self._codec.binary
+        stats = self._stats
+        while True:
+            await queue.wait()
+            # The queue stays non-empty until its frames are written, so no
+            # frame arriving meanwhile can overtake them (see _enqueue).
+            while not queue.empty():
+                await out.wait_writable()
+                if not out.open_for_frames():
+                    return
+                out.write_frame(framer.frame(queue.get_nowait(), binary))
+                stats.frames_out += 1
+
+    async def _asgi_send_loop(self) -> None:
         # Frames go straight to the ASGI server's send callable: Starlette's
         # wrapper re-checks the connection state for every frame, which costs
         # more than the send itself when one event fans out to a whole room.
@@ -292,17 +327,16 @@ class Session:
         self.close_soon(code, reason)
 
     async def _close(self, code: CloseCode, reason: str) -> None:
-        # Known shortcoming: a client that stopped reading never takes the
-        # close frame, and ASGI offers no way to abort the socket, so its TCP
-        # connection (and what the kernel queued for it) lingers until it
-        # reads again. The session and its room memberships end here anyway;
-        # what stays is a socket buffer of at most a few megabytes. It matters
-        # once many clients hang this way on one node; the way out is a
-        # server option to abort a connection whose close does not finish.
         try:
             await asyncio.wait_for(self._ws.close(code.value, reason), CLOSE_TIMEOUT)
         except Exception:
             logger.debug("session %s: close handshake did not finish", self.id)
+            # A client that stopped reading never takes the close frame. The
+            # connection's protocol can drop its socket, and what the kernel
+            # queued for it, at once; through plain ASGI, which cannot abort
+            # a socket, it lingers until the client reads again or goes away.
+            if self._out is not None:
+                self._out.abort()
         if self._reader is not None:
             self._reader.cancel()
 
@@ -345,6 +379,17 @@ class Session:
     def _enqueue(self, frame: bytes) -> None:
         if self._closing:
             return
+        out = self._out
+        if out is not None:
+            if self._queue.empty() and out.open_for_frames():
+                # The common case: written now, in the loop that fans an
+                # event out to the room, with the frame the room shares.
+                out.write_frame(self._framer.frame(frame, self._codec.binary))
+                self._stats.frames_out += 1
+                return
+            self._stats.frames_waited += 1
+            if self._sender is None:
+                self._sender = asyncio.create_task(self._send_loop(out))
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:

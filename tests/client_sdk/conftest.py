@@ -1,7 +1,10 @@
 """An in-process lophoc node on a free port, and clients of it that clean up.
 
 The node runs ``uvicorn.Server`` in a task of the test's own event loop, on
-the embedded memory backends, configured as ``lophoc serve`` configures it.
+the embedded memory backends, configured as ``lophoc serve`` configures it
+but for one thing: it keeps uvicorn's own WebSocket protocol, so that these
+tests cover the sessions' plain ASGI send path (``lophoc serve`` writes
+frames directly; see server/transport.py, and the tests under tests/server).
 Stopping and starting it again keeps the port, so the clients see the node
 go away and come back at the same address; the memory store starts empty,
 which gives every room a new epoch.

@@ -13,6 +13,7 @@ import base64
 import collections
 import contextlib
 import hashlib
+import os
 import secrets
 import socket
 import struct
@@ -114,6 +115,25 @@ class ServerProcess(LophocProcess):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError(f"no VmRSS in /proc/{self.pid}/status")
+
+    def holds_connection_from(self, client_port: int) -> bool:
+        """Whether the process still has a TCP socket to ``client_port``.
+
+        Matches the socket inodes among the process's open files against
+        the kernel's table of IPv4 TCP connections (/proc/net/tcp).
+        """
+        inodes = set()
+        for fd in Path(f"/proc/{self.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+        for line in Path(f"/proc/{self.pid}/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == client_port and fields[9] in inodes:
+                return True
+        return False
 
 
 class Metrics:
@@ -440,6 +460,8 @@ class RawSocket:
     ) -> None:
         self.reader = reader
         self.writer = writer
+        #: The client's own port, as the server sees it.
+        self.port: int = writer.get_extra_info("sockname")[1]
 
     @classmethod
     async def upgrade(
