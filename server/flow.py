@@ -39,10 +39,10 @@ class TokenBucket:
 class Mailbox(Generic[T]):
     """A FIFO with one consumer, lighter than :class:`asyncio.Queue`.
 
-    A node holds a few per connection, idle ones included: this one makes
-    its deque when the first item arrives and its consumer's wake-up future
-    only while the consumer waits, where :class:`asyncio.Queue` keeps three
-    deques from the start.
+    A node holds a few per connection, idle ones included: this one holds a
+    deque only while items wait, and its consumer's wake-up future only
+    while the consumer waits, where :class:`asyncio.Queue` keeps three
+    deques for as long as it lives.
     """
 
     __slots__ = ("_items", "_waiter")
@@ -67,8 +67,14 @@ class Mailbox(Generic[T]):
 
     def get_nowait(self) -> T:
         """The oldest item; the mailbox must not be empty."""
-        assert self._items is not None
-        return self._items.popleft()
+        items = self._items
+        assert items is not None
+        item = items.popleft()
+        if not items:
+            # An empty deque keeps a block of 64 slots; most connections
+            # sit idle, so the next item makes a new one instead.
+            self._items = None
+        return item
 
     async def wait(self) -> None:
         """Until an item waits; the item stays queued."""
