@@ -174,6 +174,30 @@ class WebSocketEndpoint:
         await websocket_endpoint(WebSocket(scope, receive, send), send)
 
 
+class LophocApp(Starlette):
+    """The node's Starlette app, with ``/ws`` taken before the middleware.
+
+    Every WebSocket connection lives as long as its client, and the
+    coroutines of Starlette's middleware and router stay on its stack the
+    whole time, a kilobyte and a half per idle connection. The ``/ws``
+    endpoint needs neither (it handles its own errors, and Starlette's
+    error middleware serves only HTTP), so it is called directly; the
+    route stays in the table for what lists the routes.
+    """
+
+    _ws_endpoint = WebSocketEndpoint()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "websocket"
+            and scope["path"].removeprefix(scope.get("root_path", "")) == "/ws"
+        ):
+            scope["app"] = self
+            await self._ws_endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 async def websocket_endpoint(websocket: WebSocket, asgi_send: Send) -> None:
     """Check the handshake, then serve the connection as a :class:`Session`."""
     node: Node = websocket.app.state.node
@@ -347,7 +371,7 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
             logger.info("node %s down", hub.node)
 
-    return Starlette(
+    return LophocApp(
         routes=[
             Route("/", index),
             Route("/healthz", healthz),

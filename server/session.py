@@ -199,10 +199,17 @@ class Session:
         """Greet the client, then serve its commands until it goes away."""
         if self._out is None:
             self._sender = asyncio.create_task(self._asgi_send_loop())
+            # Through plain ASGI the reader is a task of its own, which
+            # _close cancels: not every server ends ``receive`` on a close.
+            self._reader = asyncio.create_task(self._read_loop())
         self._send(self._hello())
-        self._reader = asyncio.create_task(self._read_loop())
         try:
-            await asyncio.wait({self._reader})
+            if self._reader is None:
+                # The protocol ends ``receive`` with a disconnect once the
+                # close frame is sent or the socket is dropped (_close).
+                await self._read_loop()
+            else:
+                await asyncio.wait({self._reader})
         finally:
             tasks = [t for t in (self._sender, self._prober, self._drainer) if t]
             for task in tasks:

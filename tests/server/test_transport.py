@@ -108,7 +108,7 @@ async def test_json_and_msgpack_members_of_one_room_get_every_event(
         members.append((client, joined))
     await teacher.silence(0.2)
     bodies = [f"event {n} " * n for n in range(40)]
-    last = 0
+    last: int | None = None
     for n, body in enumerate(bodies):
         ack = await teacher.expect(
             Ack, Broadcast(id=f"b{n}", room=room, topic="t", body=body.encode())
