@@ -16,12 +16,24 @@
 // `setCamera` whenever the person turns it on, and `videoSlots` `recvonly`
 // lines the node fills with what this person may see. On a weak link,
 // `setQuality("off")` asks the node to stop the pictures and leave the link
-// to audio, and `setQuality("high")` brings them back.
+// to audio, `setQuality("low")` asks for the publishers' smaller layer
+// where they send one (the camera goes as two simulcast layers from
+// 640x360 up), and `setQuality("high")` brings the full pictures back.
 
 import { LophocError } from "./lophoc.js";
 
 /** How long to let ICE gathering run before the offer goes without the rest. */
 const GATHER_MS = 2000;
+
+/**
+ * The camera as simulcast layers (RFC 8853), lowest first, as the node
+ * reads them: a quarter of the width and height for viewers who ask for
+ * "low", and the full picture. The node answers which of them it takes.
+ */
+const CAMERA_LAYERS = [{ rid: "q", scaleResolutionDownBy: 4 }, { rid: "f" }];
+
+/** The least camera size, in pixels, that is sent as two layers (640x360). */
+const LAYERED_PIXELS = 640 * 360;
 
 /**
  * A WebRTC audio peer of one person in one room.
@@ -220,9 +232,10 @@ export class VideoPeer extends AudioPeer {
   /**
    * Ask for `quality` ("high", "low" or "off") on this connection's video
    * slots; resolves with the node's `video_quality_answer` (`requested`,
-   * `forwarded`, `layers`). Publishers send one layer, so "low" is
-   * forwarded as "high". The choice is kept and asked again after every
-   * renegotiation, since a new media connection starts at "high"; before
+   * `forwarded`, `layers`). "low" is forwarded as "high" when no
+   * publisher this connection sees sends a smaller layer. The choice is
+   * kept and asked again after every renegotiation, since a new media
+   * connection starts at "high"; before
    * `start` it is only kept (and resolves with `null`). A refused request
    * leaves the previous choice in place.
    */
@@ -244,6 +257,8 @@ export class VideoPeer extends AudioPeer {
 
   async _negotiate() {
     await super._negotiate();
+    const track = this.camera?.getVideoTracks()[0];
+    if (this.pc && track) await this._fitLayers(this._cameraLine(this.pc).sender, track);
     if (this.quality === "high" || !this.pc) return;
     try {
       await this._askQuality();
@@ -260,7 +275,10 @@ export class VideoPeer extends AudioPeer {
       for (const old of this.camera.getTracks()) old.stop();
     }
     this.camera = stream;
-    if (this.pc) await this._cameraLine(this.pc).sender.replaceTrack(track);
+    if (!this.pc) return;
+    const sender = this._cameraLine(this.pc).sender;
+    await sender.replaceTrack(track);
+    if (track) await this._fitLayers(sender, track);
   }
 
   /** Close as AudioPeer does, and stop the camera. */
@@ -272,9 +290,44 @@ export class VideoPeer extends AudioPeer {
   _addLines(pc) {
     super._addLines(pc);
     const track = this.camera?.getVideoTracks()[0] ?? null;
-    pc.addTransceiver(track ?? "video", { direction: "sendonly" });
+    const [low, ...others] = CAMERA_LAYERS;
+    pc.addTransceiver(track ?? "video", {
+      direction: "sendonly",
+      sendEncodings: [{ ...low, active: !track || layered(track) }, ...others],
+    });
     for (let slot = 0; slot < this.videoSlots; slot += 1) {
       pc.addTransceiver("video", { direction: "recvonly" });
+    }
+  }
+
+  /**
+   * Fit the camera's encodings to what the node took and to the camera.
+   * The quarter-size layer goes out only when the camera is large enough
+   * to have one: Chrome encodes no more layers than a picture's size
+   * allows (two from 640x360 up) and, below that, keeps the smallest and
+   * stops the full-size one, so a 320x240 camera would reach everyone at
+   * 80x60. A node that took no layers leaves the browser the first
+   * encoding alone, the quarter-size one, which then goes back to full size.
+   */
+  async _fitLayers(sender, track) {
+    const parameters = sender.getParameters();
+    const encodings = parameters.encodings ?? [];
+    if (encodings.length === 1) {
+      const [only] = encodings;
+      if ((only.scaleResolutionDownBy ?? 1) === 1 && only.active !== false) return;
+      only.scaleResolutionDownBy = 1;
+      only.active = true;
+    } else {
+      const low = encodings.find((layer) => layer.rid === CAMERA_LAYERS[0].rid);
+      if (!low || low.active === layered(track)) return;
+      low.active = layered(track);
+    }
+    try {
+      await sender.setParameters(parameters);
+    } catch (error) {
+      // The camera goes out all the same, if smaller than it should; the
+      // page hears why.
+      this.dispatchEvent(new CustomEvent("failed", { detail: error }));
     }
   }
 
@@ -286,6 +339,12 @@ export class VideoPeer extends AudioPeer {
   _cameraLine(pc) {
     return pc.getTransceivers().find((line) => line.receiver.track.kind === "video");
   }
+}
+
+/** Whether a camera track is large enough to be sent as two layers. */
+function layered(track) {
+  const { width = 0, height = 0 } = track.getSettings();
+  return width * height >= LAYERED_PIXELS;
 }
 
 /** Resolves when `pc` has gathered its candidates, or after `limit` ms. */

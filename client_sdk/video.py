@@ -287,9 +287,10 @@ class VideoPeer(AudioPeer):
     async def set_quality(self, quality: VideoLayer) -> VideoQualityAnswer:
         """Ask for ``quality`` on this connection's video slots.
 
-        The answer says what the server forwards: publishers send one
-        layer, so ``low`` gets ``high`` back; ``off`` stops video and leaves
-        the link to audio until ``high`` is asked again.
+        The answer says what the server forwards: ``low`` is the lower
+        simulcast layer of publishers that send layers (a browser camera),
+        and ``high`` back where they send one (aiortc peers); ``off`` stops
+        video and leaves the link to audio until ``high`` is asked again.
         """
         command = VideoQuality(id="", room=self.room, quality=quality)
         return await self.client.request(command)

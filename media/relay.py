@@ -15,7 +15,10 @@ How a client lays out its offer:
 - its first video m-line that sends is its camera, the second its screen;
   further sending video m-lines are refused. Each video m-line that receives
   is a *video slot* showing one published track at a time
-  (:mod:`media.video`); VP8 is chosen where offered, else H.264;
+  (:mod:`media.video`); VP8 is chosen where offered, else H.264. A
+  published track offered as simulcast layers (``a=simulcast:send``, RFC
+  8853) is answered ``a=simulcast:recv`` for up to three of them
+  (:mod:`media.simulcast`), and each viewer gets one layer;
 - data channels are left to aiortc.
 
 Who is forwarded is enforced here, on the server: :meth:`MediaRoom.set_speakers`
@@ -43,13 +46,9 @@ from dataclasses import dataclass, field
 
 from aiortc import (
     RTCPeerConnection,
-    RTCRtpCodecCapability,
-    RTCRtpCodecParameters,
-    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc import exceptions as rtc_errors
 from aiortc import sdp as rtc_sdp
 
 from client_sdk.protocol import VideoLayer
@@ -64,11 +63,23 @@ from .errors import (
 )
 from .forward import ForwardTrack, InboundAudio
 from .ice import IceServer, rtc_configuration
+from .offer import (
+    SDP_ERRORS,
+    Plan,
+    opus_capability,
+    read_offer,
+    transceiver_direction,
+    video_capabilities,
+)
 from .recorder import OggOpusWriter, RecordingInfo, RecordingKind
+from .simulcast import (
+    SimulcastOffer,
+    accept_simulcast,
+    route_by_mid,
+)
 from .slot import fill
 from .video import (
     InboundVideo,
-    VideoCodec,
     VideoForwardTrack,
     VideoKind,
     forwarded_layer,
@@ -77,30 +88,6 @@ from .viewing import VideoSource
 from .worker import SpeakerWorker
 
 logger = logging.getLogger(__name__)
-
-# What aiortc raises for a description it cannot apply. Its SDP parser also
-# checks with ``assert``, so AssertionError means "malformed" there.
-_SDP_ERRORS = (
-    ValueError,
-    AssertionError,
-    IndexError,
-    KeyError,
-    rtc_errors.InternalError,
-    rtc_errors.InvalidAccessError,
-    rtc_errors.InvalidStateError,
-    rtc_errors.OperationError,
-)
-
-#: Directions in which the offerer sends, and in which it receives (RFC 8866
-#: section 6.7; without an attribute, sendrecv is assumed).
-_SENDS = ("sendrecv", "sendonly", None)
-_RECEIVES = ("sendrecv", "recvonly", None)
-
-#: Video slots one participant may receive: the host's two tracks and the
-#: classes of a large linked lesson. Further receiving video m-lines are
-#: answered without sending, so an offer cannot make the server keep
-#: hundreds of idle senders.
-MAX_VIDEO_SLOTS = 16
 
 
 class PeerState(enum.StrEnum):
@@ -128,129 +115,6 @@ class _Participant:
     state: PeerState = PeerState.NEW
     videos: dict[VideoKind, InboundVideo] = field(default_factory=dict)
     video_slots: list[VideoForwardTrack] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Line:
-    """One audio m-line of an offer, as the answer will treat it."""
-
-    slot: bool
-    microphone: bool
-    opus: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class _VideoLine:
-    """One video m-line of an offer: a published track, a slot, or neither."""
-
-    slot: bool
-    publishes: VideoKind | None
-    codec: VideoCodec | None
-
-
-@dataclass(slots=True)
-class _Plan:
-    audio: list[_Line] = field(default_factory=list)
-    video: list[_VideoLine] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-
-
-def _opus() -> RTCRtpCodecCapability:
-    for codec in RTCRtpSender.getCapabilities("audio").codecs:
-        if codec.mimeType.lower() == "audio/opus":
-            return codec
-    raise BadOffer("this aiortc build has no Opus")  # pragma: no cover
-
-
-def _plan(offer: str) -> _Plan:
-    """Read what each m-line of ``offer`` asks for."""
-    try:
-        description = rtc_sdp.SessionDescription.parse(offer)
-    except _SDP_ERRORS as exc:
-        raise BadOffer("offer is not valid SDP") from exc
-    plan = _Plan()
-    microphone = False
-    for media in description.media:
-        plan.kinds.append(media.kind)
-        if media.kind == "video":
-            plan.video.append(_video_line(media, plan))
-            continue
-        if media.kind != "audio":
-            continue
-        opus = next(
-            (
-                c.payloadType
-                for c in media.rtp.codecs
-                if c.mimeType.lower() == "audio/opus"
-            ),
-            None,
-        )
-        sends = media.direction in _SENDS and opus is not None and not microphone
-        microphone = microphone or sends
-        plan.audio.append(
-            _Line(
-                slot=media.direction in _RECEIVES and opus is not None,
-                microphone=sends,
-                opus=opus,
-            )
-        )
-    if not any(line.slot or line.microphone for line in plan.audio) and not any(
-        line.slot or line.publishes for line in plan.video
-    ):
-        raise BadOffer(
-            "offer has no Opus audio or VP8/H.264 video to send or receive",
-            plan.kinds,
-        )
-    return plan
-
-
-def _video_line(media: rtc_sdp.MediaDescription, plan: _Plan) -> _VideoLine:
-    """How the answer treats a video m-line, given the lines before it."""
-    codec = _video_codec(media.rtp.codecs)
-    publishes = None
-    if media.direction in _SENDS and codec is not None:
-        taken = {line.publishes for line in plan.video}
-        publishes = next((kind for kind in VideoKind if kind not in taken), None)
-    slots = sum(line.slot for line in plan.video)
-    return _VideoLine(
-        slot=media.direction in _RECEIVES
-        and codec is not None
-        and slots < MAX_VIDEO_SLOTS,
-        publishes=publishes,
-        codec=codec,
-    )
-
-
-def _video_codec(offered: Iterable[RTCRtpCodecParameters]) -> VideoCodec | None:
-    """VP8 when the offer has it, else H.264 in packetization mode 1, else None."""
-    names = {
-        codec.mimeType.lower()
-        for codec in offered
-        if codec.mimeType.lower() != "video/h264"
-        or str(codec.parameters.get("packetization-mode", "0")) == "1"
-    }
-    for choice in VideoCodec:
-        if f"video/{choice.value.lower()}" in names:
-            return choice
-    return None
-
-
-def _video_capabilities(codec: VideoCodec) -> list[RTCRtpCodecCapability]:
-    """aiortc's capabilities of ``codec``, with RTX for retransmissions."""
-    wanted = f"video/{codec.value.lower()}"
-    return [
-        c
-        for c in RTCRtpSender.getCapabilities("video").codecs
-        if c.mimeType.lower() in (wanted, "video/rtx")
-    ]
-
-
-def _direction(send: bool, receive: bool) -> str:
-    if send and receive:
-        return "sendrecv"
-    if send:
-        return "sendonly"
-    return "recvonly" if receive else "inactive"
 
 
 class MediaRoom:
@@ -331,7 +195,7 @@ class MediaRoom:
         the old one is closed, ending a recording in progress.
         """
         self._check_open()
-        plan = _plan(offer)
+        plan = read_offer(offer)
         pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
         joined = _Participant(participant, pc, None, [])
         # Before negotiating: aiortc starts connecting inside
@@ -339,15 +203,23 @@ class MediaRoom:
         pc.on("connectionstatechange", lambda: self._state_changed(joined))
         try:
             joined.slots, microphone = self._prepare(pc, participant, plan)
-            self._prepare_video(pc, joined, plan)
+            simulcast = self._prepare_video(pc, joined, plan)
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             if microphone is not None:
                 transceiver, payload_type = microphone
                 joined.inbound = InboundAudio(
                     participant, transceiver.receiver, payload_type
                 )
+            for transceiver, layers in simulcast:
+                # aiortc answers only the header extensions it knows, and
+                # the rid ones are not among them; added here, they are in
+                # the answer and aiortc's RTP parser reads them.
+                transceiver._headerExtensions.extend(layers.extensions)
             await pc.setLocalDescription(await pc.createAnswer())
-        except _SDP_ERRORS as exc:
+            # Only now does each transceiver have the bundle's transport.
+            for transceiver, _ in simulcast:
+                route_by_mid(transceiver.receiver.transport)
+        except SDP_ERRORS as exc:
             await pc.close()
             raise BadOffer("offer cannot be answered", participant) from exc
         except BaseException:
@@ -375,9 +247,16 @@ class MediaRoom:
             len(joined.slots),
             " and a microphone" if joined.inbound else "",
             len(joined.video_slots),
-            ",".join(joined.videos) or "no video",
+            ",".join(
+                f"{kind}*{video.layers}" if video.simulcast else kind
+                for kind, video in joined.videos.items()
+            )
+            or "no video",
         )
-        return pc.localDescription.sdp
+        return accept_simulcast(
+            pc.localDescription.sdp,
+            {line.index: line.simulcast for line in plan.video if line.simulcast},
+        )
 
     async def add_candidate(
         self,
@@ -397,7 +276,7 @@ class MediaRoom:
             return
         try:
             parsed = rtc_sdp.candidate_from_sdp(candidate.removeprefix("candidate:"))
-        except _SDP_ERRORS as exc:
+        except SDP_ERRORS as exc:
             raise BadCandidate("ICE candidate does not parse", candidate) from exc
         parsed.sdpMid = sdp_mid
         parsed.sdpMLineIndex = sdp_mline_index
@@ -451,11 +330,30 @@ class MediaRoom:
     def set_video_quality(self, viewer: str, requested: VideoLayer) -> VideoLayer:
         """Ask for ``requested`` on every video slot of ``viewer``.
 
-        Returns what the slots forward (:func:`media.video.forwarded_layer`).
+        Returns what the slots forward: ``low`` when at least one of them
+        shows a publisher's lower layer, else as
+        :func:`media.video.forwarded_layer` says for one layer.
         """
-        for slot in self._get(viewer).video_slots:
-            slot.set_layer(requested)
+        forwarded = {
+            slot.set_layer(requested) for slot in self._get(viewer).video_slots
+        }
+        if VideoLayer.LOW in forwarded:
+            return VideoLayer.LOW
         return forwarded_layer(requested)
+
+    def video_layers(self, viewer: str) -> int:
+        """The most layers any publisher shown on ``viewer``'s slots sends.
+
+        1 when none of them sends simulcast (or the viewer sees nothing).
+        """
+        return max(
+            (
+                slot.source.layers
+                for slot in self._get(viewer).video_slots
+                if slot.source is not None
+            ),
+            default=1,
+        )
 
     async def start_recording(
         self,
@@ -554,7 +452,7 @@ class MediaRoom:
             raise UnknownParticipant(participant) from None
 
     def _prepare(
-        self, pc: RTCPeerConnection, participant: str, plan: _Plan
+        self, pc: RTCPeerConnection, participant: str, plan: Plan
     ) -> tuple[list[ForwardTrack], tuple[RTCRtpTransceiver, int] | None]:
         """Transceivers matching the offer's m-lines, in their order.
 
@@ -564,7 +462,7 @@ class MediaRoom:
         the audio codecs to Opus makes the forwarded packets decodable by
         every listener.
         """
-        opus = _opus()
+        opus = opus_capability()
         slots: list[ForwardTrack] = []
         microphone = None
         lines = iter(plan.audio)
@@ -572,7 +470,7 @@ class MediaRoom:
             if kind != "audio":
                 continue
             line = next(lines)
-            direction = _direction(send=line.slot, receive=line.microphone)
+            direction = transceiver_direction(send=line.slot, receive=line.microphone)
             if line.slot:
                 track = ForwardTrack(participant, len(slots))
                 slots.append(track)
@@ -586,15 +484,19 @@ class MediaRoom:
         return slots, microphone
 
     def _prepare_video(
-        self, pc: RTCPeerConnection, joined: _Participant, plan: _Plan
-    ) -> None:
+        self, pc: RTCPeerConnection, joined: _Participant, plan: Plan
+    ) -> list[tuple[RTCRtpTransceiver, SimulcastOffer]]:
         """Video transceivers matching the offer's video m-lines, in order.
 
         Created after the audio ones: aiortc binds m-lines to transceivers
-        per kind, so the order across kinds does not matter.
+        per kind, so the order across kinds does not matter. Returns the
+        publishing transceivers that receive simulcast, with their layers.
         """
+        simulcast = []
         for line in plan.video:
-            direction = _direction(send=line.slot, receive=line.publishes is not None)
+            direction = transceiver_direction(
+                send=line.slot, receive=line.publishes is not None
+            )
             if line.slot and line.codec is not None:
                 track = VideoForwardTrack(
                     joined.id, len(joined.video_slots), line.codec
@@ -605,11 +507,15 @@ class MediaRoom:
             else:
                 transceiver = pc.addTransceiver("video", direction=direction)
             if line.codec is not None:
-                transceiver.setCodecPreferences(_video_capabilities(line.codec))
+                transceiver.setCodecPreferences(video_capabilities(line.codec))
             if line.publishes is not None:
+                rids = line.simulcast.rids if line.simulcast else ()
                 joined.videos[line.publishes] = InboundVideo(
-                    joined.id, line.publishes, transceiver.receiver
+                    joined.id, line.publishes, transceiver.receiver, rids
                 )
+                if line.simulcast is not None:
+                    simulcast.append((transceiver, line.simulcast))
+        return simulcast
 
     def _route_video(self) -> None:
         """Point every viewer's video slots at the tracks they may see."""

@@ -13,6 +13,11 @@ encoded again per viewer. It differs in two ways.
   receiver's decoder queue with a :class:`_FrameTap`, whose ``put`` routes
   frames to the viewers' slots at once; the decoder thread, which reads the
   same queue, then only ever sees the ``None`` that stops it.
+- A browser may send its camera as two or three layers of different sizes
+  (simulcast, :mod:`media.simulcast`); each layer then yields frames of its
+  own, and each viewer's slot forwards one layer: the lowest for a viewer
+  who asked for ``low``, the highest otherwise. A slot changes layer only
+  at a keyframe of the new layer, so the picture never breaks.
 - A viewer that joins, or whose slot changes source, drops frames until a
   keyframe arrives, and asks the publisher for one (RTCP PLI, RFC 4585
   section 6.3.1). A viewer's own PLI or FIR (RFC 5104 section 4.3.1) reaches
@@ -34,16 +39,18 @@ import fractions
 import logging
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender
+from aiortc.jitterbuffer import JitterFrame
 from av.packet import Packet
 from av.stream import Stream
 
 from client_sdk.protocol import VideoLayer
 
+from .simulcast import LayerDemux
 from .slot import Inbound, SlotTrack
 
 logger = logging.getLogger(__name__)
@@ -68,10 +75,9 @@ KEYFRAME_REQUEST_GAP = 0.25
 #: A slot whose sender read from it this recently counts as being read.
 PULL_WINDOW = 1.0
 
-#: The encodings a publisher sends of one track. The relay's answer
-#: negotiates no simulcast (aiortc reads neither ``a=simulcast`` nor
-#: ``a=rid``, RFC 8853), so a browser sends a single encoding, as aiortc
-#: always does, and there is no lower layer to pick for a weak link.
+#: The encodings a publisher without simulcast sends of one track (aiortc
+#: clients, browsers that offer no ``a=simulcast``). A simulcast publisher's
+#: count is :attr:`InboundVideo.layers`.
 LAYERS = 1
 
 #: A timestamp gap this large (two seconds) means the source restarted.
@@ -105,6 +111,8 @@ class EncodedVideo:
     codec: VideoCodec
     keyframe: bool
     arrival: float
+    #: Which of the publisher's layers it belongs to, 0 the lowest.
+    layer: int = 0
 
 
 def is_keyframe(codec: VideoCodec, data: bytes) -> bool:
@@ -137,15 +145,19 @@ class VideoTimeline:
     """
 
     def __init__(self) -> None:
-        self._source: object = None
+        self._source: Hashable = None
         self._offset = 0
         self._last: int | None = None
         self._last_arrival = 0.0
 
-    def place(self, source: object, timestamp: int, arrival: float) -> int | None:
-        """This slot's timestamp for a frame, or None for a frame to drop."""
+    def place(self, source: Hashable, timestamp: int, arrival: float) -> int | None:
+        """This slot's timestamp for a frame, or None for a frame to drop.
+
+        ``source`` names the frame's clock: a published track, or one layer
+        of it, since a publisher's layers are separate RTP streams.
+        """
         last = self._last
-        if last is not None and source is self._source:
+        if last is not None and source == self._source:
             pts = timestamp + self._offset
             if pts <= last and last - pts < _RESYNC_TICKS:
                 # A repeated or late frame: its place was already passed.
@@ -184,37 +196,80 @@ class _FrameTap(queue.Queue[Any]):
 
 
 class InboundVideo(Inbound["VideoForwardTrack"]):
-    """One published video track (a camera or a screen) of one participant."""
+    """One published video track (a camera or a screen) of one participant.
+
+    ``rids`` are the simulcast layers its m-line was answered with, lowest
+    first (:func:`media.simulcast.read_simulcast`); with fewer than two the
+    track is one stream, as aiortc and most clients send.
+    """
 
     def __init__(
-        self, participant: str, kind: VideoKind, receiver: RTCRtpReceiver
+        self,
+        participant: str,
+        kind: VideoKind,
+        receiver: RTCRtpReceiver,
+        rids: tuple[str, ...] = (),
     ) -> None:
         super().__init__(participant)
         self.kind = kind
         self.keyframes = 0
         self.keyframe_requests = 0
         self._receiver = receiver
-        self._asked_at = -KEYFRAME_REQUEST_GAP
+        self._asked_at: dict[int | None, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Name-mangled attribute of RTCRtpReceiver, read by receive() when it
         # starts the decoder thread and by _handle_rtp_packet for each frame.
         tap = _FrameTap(self._frame)
         setattr(receiver, "_RTCRtpReceiver__decoder_queue", tap)  # noqa: B010
+        self._demux = (
+            LayerDemux(receiver, rids, self._layer_frame) if len(rids) > 1 else None
+        )
 
     def __repr__(self) -> str:
         return f"<InboundVideo {self.participant}/{self.kind}>"
 
-    def request_keyframe(self) -> None:
-        """Ask the publisher for a keyframe, at most once per request gap."""
+    @property
+    def simulcast(self) -> bool:
+        """Whether the publisher was answered with simulcast layers."""
+        return self._demux is not None
+
+    @property
+    def layers(self) -> int:
+        """The layers the publisher sends now (1 without simulcast).
+
+        Before the first frame, the layers negotiated.
+        """
+        if self._demux is None:
+            return LAYERS
+        return len(self._demux.live()) or len(self._demux.layers)
+
+    def pick(self, wanted: VideoLayer) -> int:
+        """The layer a slot asking for ``wanted`` forwards now.
+
+        The lowest layer being sent for ``low``, the highest for ``high``:
+        a browser pauses its upper layers while its bandwidth estimate is
+        low, and the slot then shows the best layer there is.
+        """
+        if self._demux is None:
+            return 0
+        live = self._demux.live()
+        if not live:
+            return 0 if wanted is VideoLayer.LOW else len(self._demux.layers) - 1
+        return live[0] if wanted is VideoLayer.LOW else live[-1]
+
+    def request_keyframe(self, layer: int | None = None) -> None:
+        """Ask for a keyframe of ``layer`` (None: every stream), once a gap."""
         now = time.monotonic()
-        if now - self._asked_at < KEYFRAME_REQUEST_GAP:
+        if now - self._asked_at.get(layer, -KEYFRAME_REQUEST_GAP) < (
+            KEYFRAME_REQUEST_GAP
+        ):
             return
-        streams = self._media_streams()
+        streams = self._media_streams(layer)
         if not streams:
             # Nothing received yet: the first frame a client sends is a
             # keyframe anyway.
             return
-        self._asked_at = now
+        self._asked_at[layer] = now
         self.keyframe_requests += 1
         loop = asyncio.get_running_loop()
         for ssrc in streams:
@@ -222,15 +277,22 @@ class InboundVideo(Inbound["VideoForwardTrack"]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _media_streams(self) -> list[int]:
+    def _media_streams(self, layer: int | None = None) -> list[int]:
         """The SSRCs the publisher sent on lately, its retransmissions left out.
 
+        With simulcast, the SSRC of ``layer``, or of every layer seen. Else
         aiortc lists every SSRC it received, the RTX stream's too (RFC 4588),
         in the order first heard, and a browser may probe the bandwidth with
         RTX padding before its first frame: a PLI naming that SSRC goes
         unanswered. The SSRCs of RTX streams the offer paired with a media
         stream are left out; an unpaired one is asked too, in vain.
         """
+        if self._demux is not None:
+            if layer is None:
+                found = [self._demux.ssrc(i) for i in range(len(self._demux.layers))]
+            else:
+                found = [self._demux.ssrc(layer)]
+            return [ssrc for ssrc in found if ssrc is not None]
         # Name-mangled attribute of RTCRtpReceiver: RTX SSRC to media SSRC.
         rtx: dict[int, int] = getattr(self._receiver, "_RTCRtpReceiver__rtx_ssrc", {})
         return [
@@ -246,7 +308,16 @@ class InboundVideo(Inbound["VideoForwardTrack"]):
         for task in self._tasks:
             task.cancel()
 
-    def _frame(self, codec_name: str, data: bytes, timestamp: int) -> None:
+    def _layer_frame(self, layer: int, payload_type: int, frame: JitterFrame) -> None:
+        # Name-mangled attribute of RTCRtpReceiver: payload type to codec.
+        name = "_RTCRtpReceiver__codecs"
+        codecs: dict[int, RTCRtpCodecParameters] = getattr(self._receiver, name)
+        codec = codecs.get(payload_type)
+        self._frame(codec.name if codec else "", frame.data, frame.timestamp, layer)
+
+    def _frame(
+        self, codec_name: str, data: bytes, timestamp: int, layer: int = 0
+    ) -> None:
         try:
             codec = VideoCodec(codec_name)
         except ValueError:
@@ -260,25 +331,32 @@ class InboundVideo(Inbound["VideoForwardTrack"]):
         self.keyframes += keyframe
         if not self.outlets:
             return
-        frame = EncodedVideo(data, timestamp, codec, keyframe, time.monotonic())
+        frame = EncodedVideo(data, timestamp, codec, keyframe, time.monotonic(), layer)
         for outlet in list(self.outlets):
             outlet.push(frame, self)
 
 
-def forwarded_layer(requested: VideoLayer) -> VideoLayer:
-    """What a slot forwards when a viewer asks for ``requested``.
+def forwarded_layer(requested: VideoLayer, layers: int = LAYERS) -> VideoLayer:
+    """What a slot forwards when a viewer asks for ``requested`` of ``layers``.
 
     With one layer a slot has two honest choices: all of it or none. ``low``
     gets all of it, and the viewer is told so.
     """
-    return VideoLayer.OFF if requested is VideoLayer.OFF else VideoLayer.HIGH
+    if requested is VideoLayer.OFF:
+        return VideoLayer.OFF
+    if requested is VideoLayer.LOW and layers > 1:
+        return VideoLayer.LOW
+    return VideoLayer.HIGH
 
 
 class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo]]):
     """The video a viewer sees on one slot: one published track at a time.
 
     ``codec`` is what this slot's m-line negotiated; frames of another codec
-    cannot be repacketized for it and are dropped.
+    cannot be repacketized for it and are dropped. Of a simulcast track the
+    slot forwards one layer, the one :meth:`InboundVideo.pick` names for
+    what the viewer asked; when that changes, the slot goes on with the
+    layer it has until a keyframe of the new one arrives (asked for at once).
     """
 
     kind = "video"
@@ -289,8 +367,11 @@ class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo
         self.slot = slot
         self.codec = codec
         self.skipped = 0
-        self._awaiting_key = True
-        self._layer = VideoLayer.HIGH
+        #: Changes of layer made at a keyframe of the new layer.
+        self.switches = 0
+        self._asked = VideoLayer.HIGH
+        # The source's layer being forwarded; None until a keyframe.
+        self._stream: int | None = None
         self._timeline = VideoTimeline()
         # Whether aiortc's sender is reading this slot: it is not before the
         # viewer's connection is up, nor after it failed, and a slot nobody
@@ -306,45 +387,74 @@ class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo
 
     def request_keyframe(self) -> None:
         """The viewer lost the picture: ask the current source for a keyframe."""
-        if self._source is not None:
-            self._source.request_keyframe()
+        source = self._source
+        if source is None:
+            return
+        if self._stream is not None:
+            source.request_keyframe(self._stream if source.simulcast else None)
+        else:
+            self._ask_key(source)
 
     def assign(self, source: InboundVideo | None) -> None:
         """Forward ``source`` from its next keyframe on (None: nothing)."""
         if not self._switch(source):
             return
-        self._awaiting_key = True
-        if self.readyState == "live" and self._layer is not VideoLayer.OFF:
-            self.request_keyframe()
+        self._stream = None
+        if (
+            source is not None
+            and self.readyState == "live"
+            and self._asked is not VideoLayer.OFF
+        ):
+            self._ask_key(source)
 
     @property
     def layer(self) -> VideoLayer:
-        """What this slot forwards: ``high`` (all there is) or ``off``."""
-        return self._layer
+        """What this slot forwards: ``high``, ``low`` (a lower layer) or ``off``."""
+        return forwarded_layer(self._asked, self._layers())
 
     def set_layer(self, requested: VideoLayer) -> VideoLayer:
-        """Forward what the viewer asked for, as far as it exists; returns that."""
-        layer = forwarded_layer(requested)
-        if layer is self._layer:
-            return layer
-        self._layer = layer
-        if layer is VideoLayer.OFF:
+        """Forward what the viewer asked for, as far as it exists; returns that.
+
+        Between ``low`` and ``high`` the slot keeps its layer until the new
+        one's keyframe; from ``off`` it waits for a keyframe as a new slot.
+        """
+        before, self._asked = self._asked, requested
+        source = self._source
+        if requested is VideoLayer.OFF:
             self._drain()
-        self._awaiting_key = True
-        if layer is not VideoLayer.OFF:
-            self.request_keyframe()
-        return layer
+            self._stream = None
+        elif before is VideoLayer.OFF:
+            self._stream = None
+            if source is not None:
+                self._ask_key(source)
+        elif source is not None and source.pick(requested) != source.pick(before):
+            self._ask_key(source)
+        return self.layer
 
     def push(self, frame: EncodedVideo, source: InboundVideo) -> None:
         """Queue a frame of ``source``; a full queue restarts at a keyframe."""
-        if self._layer is VideoLayer.OFF:
+        if self._asked is VideoLayer.OFF:
             return
         if frame.codec is not self.codec:
             self.skipped += 1
             return
-        if self._awaiting_key and not frame.keyframe:
-            self._wait_for_key(source)
+        target = source.pick(self._asked)
+        if frame.layer == target and frame.keyframe and self._stream != target:
+            if self._stream is not None:
+                self.switches += 1
+            self._stream = target
+        elif frame.layer != self._stream:
+            if frame.layer != target:
+                return
+            if self._stream is None:
+                self._wait_for_key(source)
+            else:
+                # The layer it has goes on until this one's keyframe.
+                self._ask_key(source)
             return
+        elif frame.layer != target:
+            # Still on the layer it had: the wanted one's keyframe is due.
+            self._ask_key(source)
         if self._queue.full():
             # Every queued frame depends on the one before: dropping one
             # breaks the picture until the next keyframe.
@@ -352,7 +462,6 @@ class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo
             if not frame.keyframe:
                 self._wait_for_key(source)
                 return
-        self._awaiting_key = False
         self._queue.put_nowait((frame, source))
 
     async def recv(self) -> Packet[Stream]:
@@ -371,14 +480,22 @@ class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo
                 self._drain()
                 self._wait_for_key(source)
                 continue
-            pts = self._timeline.place(source, frame.timestamp, frame.arrival)
+            clock = (source, frame.layer)
+            pts = self._timeline.place(clock, frame.timestamp, frame.arrival)
             if pts is None:
                 continue
             return self._packet(frame.data, pts, TIME_BASE)
 
+    def _layers(self) -> int:
+        return self._source.layers if self._source is not None else LAYERS
+
     def _wait_for_key(self, source: InboundVideo) -> None:
         """Drop frames until a keyframe; ask for one if the sender is reading."""
-        self._awaiting_key = True
+        self._stream = None
         self.skipped += 1
         if self._reading or time.monotonic() - self._read_at < PULL_WINDOW:
-            source.request_keyframe()
+            self._ask_key(source)
+
+    def _ask_key(self, source: InboundVideo) -> None:
+        """Ask for a keyframe of the layer this slot wants of ``source``."""
+        source.request_keyframe(source.pick(self._asked) if source.simulcast else None)

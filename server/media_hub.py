@@ -261,12 +261,17 @@ class MediaHub:
 
     def video_quality(
         self, room_id: str, user: str, requested: VideoLayer
-    ) -> VideoLayer:
-        """Ask for less or full video on ``user``'s slots; what they now get."""
+    ) -> tuple[VideoLayer, int]:
+        """Ask for less or full video on ``user``'s slots.
+
+        What the slots now carry, and the most layers a publisher shown on
+        them sends (1 where none sends simulcast).
+        """
         media = self._rooms.get(room_id)
         if media is None or user not in media.relay.participants:
             raise MediaError("send media_offer first", room_id)
-        return media.relay.set_video_quality(user, requested)
+        forwarded = media.relay.set_video_quality(user, requested)
+        return forwarded, media.relay.video_layers(user)
 
     async def leave(self, room_id: str, user: str, session: str) -> None:
         """Close ``user``'s media in a room; the room's relay closes when empty.

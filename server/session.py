@@ -58,7 +58,6 @@ from client_sdk.protocol import (
     VideoQualityAnswer,
 )
 from media.errors import MediaError, RoomClosed
-from media.video import LAYERS
 from rooms.errors import BackendError, Refused
 from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
@@ -575,14 +574,16 @@ class Session:
                 self._send(MediaAnswer(id=command.id, room=room, sdp=answer))
                 return
             if isinstance(command, VideoQuality):
-                forwarded = self._media.video_quality(room, user, command.quality)
+                forwarded, layers = self._media.video_quality(
+                    room, user, command.quality
+                )
                 self._send(
                     VideoQualityAnswer(
                         id=command.id,
                         room=room,
                         requested=command.quality,
                         forwarded=forwarded,
-                        layers=LAYERS,
+                        layers=layers,
                     )
                 )
                 return

@@ -12,8 +12,9 @@ carrying one speaker; offer two to hear the host and the floor holder at
 once.
 
 Video rides the same connection. ``video_quality`` asks for less video on
-a weak link; publishers send one encoding, so the answer says what the
-viewer gets instead of pretending to switch layers.
+a weak link: the lower simulcast layer of publishers that send layers; the
+answer says what the viewer gets, so a viewer of one-layer publishers is
+not told of a switch that did not happen.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class VideoQualityAnswer(msgspec.Struct, tag_field="type", tag="video_quality_an
     requested: VideoLayer
     #: What is forwarded: ``high`` for a ``low`` asked of one-layer publishers.
     forwarded: VideoLayer
-    #: The encodings each publisher sends; 1 means no lower layer exists.
+    #: The most layers a publisher shown on the slots sends; 1: no lower one.
     layers: int
 
 

@@ -257,6 +257,12 @@ function start(client) {
     link.remove();
   }
 
+  /**
+   * What to capture: a classroom camera at 720p where it has it, which the
+   * media peer sends as a full and a quarter-size layer for weak links.
+   */
+  const CAPTURE = { audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } };
+
   /** The click handler of the button `id`: turn the microphone or camera on or off. */
   function toggle(id, kind) {
     const attach = (stream) => (kind === "audio" ? media.setMicrophone(stream) : media.setCamera(stream));
@@ -267,7 +273,7 @@ function start(client) {
         await attach(null);
       } else {
         try {
-          await attach(await navigator.mediaDevices.getUserMedia({ [kind]: true }));
+          await attach(await navigator.mediaDevices.getUserMedia({ [kind]: CAPTURE[kind] }));
         } catch (error) {
           throw new Error(t(`${id}.denied`, { message: error.message }));
         }

@@ -16,6 +16,7 @@ refreshes the pictures the README shows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -85,9 +86,9 @@ def picture_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-@pytest.fixture
-async def browser(tone_file: Path, picture_file: Path) -> AsyncIterator[Browser]:
-    """Headless Chromium with a fake microphone and camera (see the module doc)."""
+@contextlib.asynccontextmanager
+async def chromium(*args: str) -> AsyncIterator[Browser]:
+    """Headless Chromium with fake media devices, and ``args`` besides."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (./dev test installs it with apt)")
     async with async_playwright() as driver:
@@ -96,19 +97,28 @@ async def browser(tone_file: Path, picture_file: Path) -> AsyncIterator[Browser]
             args=[
                 "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={tone_file}",
-                f"--use-file-for-fake-video-capture={picture_file}",
                 "--autoplay-policy=no-user-gesture-required",
-                # Lets a test page of another origin reach the node on
-                # loopback, so that the node's own Origin check is what
-                # refuses it (test_security.py).
-                "--disable-features=LocalNetworkAccessChecks",
+                *args,
             ],
         )
         try:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest.fixture
+async def browser(tone_file: Path, picture_file: Path) -> AsyncIterator[Browser]:
+    """Headless Chromium with a fake microphone and camera (see the module doc)."""
+    async with chromium(
+        f"--use-file-for-fake-audio-capture={tone_file}",
+        f"--use-file-for-fake-video-capture={picture_file}",
+        # Lets a test page of another origin reach the node on loopback, so
+        # that the node's own Origin check is what refuses it
+        # (test_security.py).
+        "--disable-features=LocalNetworkAccessChecks",
+    ) as launched:
+        yield launched
 
 
 class Pages:
