@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from client_sdk.protocol.exam import ExamValue
 from rooms.audit import AuditChain, public_key_hex
 from tests.lessons.conftest import Crowd, ServerProcess
 
@@ -112,7 +113,13 @@ async def test_verify_log_catches_each_kind_of_tampering(
     _, (student,) = await seated(server, api, crowd, exam_file(room, 1))
     client = student.client
     await client.fetch_exam(room)
-    for item, value in (("q3", "cold"), ("q4", ["am"]), ("q1", 0), ("q2", [0, 1])):
+    answers: list[tuple[str, ExamValue]] = [
+        ("q3", "cold"),
+        ("q4", ["am"]),
+        ("q1", 0),
+        ("q2", [0, 1]),
+    ]
+    for item, value in answers:
         await client.save_answer(room, item, value)
     await client.submit_exam(room)
 
