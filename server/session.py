@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
 import secrets
 import statistics
@@ -117,8 +116,8 @@ class Session:
         "_media_rooms",
         "_member",
         "_out",
+        "_probe_sent",
         "_prober",
-        "_probes",
         "_queue",
         "_reader",
         "_rooms",
@@ -178,8 +177,9 @@ class Session:
         self._bad_frames: collections.deque[float] | None = None
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
-        self._prober: asyncio.Task[None] | None = None
-        self._probes: dict[str, float] = {}
+        #: The next round-trip probe, and the one waiting for its answer.
+        self._prober: asyncio.TimerHandle | None = None
+        self._probe_sent: tuple[str, float] | None = None
         self._rtts: collections.deque[int] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._draining = False
@@ -210,7 +210,9 @@ class Session:
             else:
                 await asyncio.wait({self._reader})
         finally:
-            tasks = [t for t in (self._sender, self._prober, self._drainer) if t]
+            if self._prober is not None:
+                self._prober.cancel()
+            tasks = [t for t in (self._sender, self._drainer) if t]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -609,23 +611,28 @@ class Session:
 
     # Round trip --------------------------------------------------------------
 
-    async def _probe_loop(self) -> None:
+    def _probe(self, sent: int) -> None:
         # The server measures each connection's round trip itself, so that a
         # quiz can credit a slow link without trusting what a client claims.
         # The first few come a second apart so a student has a measure
         # before the first question; a client that never answers gets no
-        # credit and only the slow probes after that.
-        for sent in itertools.count():
-            nonce = secrets.token_hex(4)
-            self._probes[nonce] = time.monotonic()
-            self._send(Probe(nonce=nonce, server_time=self._hub.clock()))
-            await asyncio.sleep(PROBE_INTERVAL if sent >= 3 else 1.0)
-            self._probes.pop(nonce, None)
+        # credit and only the slow probes after that. A timer rather than a
+        # task per connection: a lesson keeps thousands of them.
+        if self._closing:
+            return
+        nonce = secrets.token_hex(4)
+        # A probe not answered by now is forgotten.
+        self._probe_sent = (nonce, time.monotonic())
+        self._send(Probe(nonce=nonce, server_time=self._hub.clock()))
+        delay = PROBE_INTERVAL if sent >= 3 else 1.0
+        loop = asyncio.get_running_loop()
+        self._prober = loop.call_later(delay, self._probe, sent + 1)
 
     def _probe_answered(self, reply: ProbeReply) -> None:
-        sent = self._probes.pop(reply.nonce, None)
-        if sent is None:
+        if self._probe_sent is None or self._probe_sent[0] != reply.nonce:
             return
+        sent = self._probe_sent[1]
+        self._probe_sent = None
         if self._rtts is None:
             self._rtts = collections.deque(maxlen=5)
         self._rtts.append(int((time.monotonic() - sent) * 1000))
@@ -694,8 +701,6 @@ class Session:
         )
         if missed is None and joined.lesson is not None:
             self._send(LessonSnapshot(room=room, lesson=joined.lesson))
-        if joined.lesson is not None and self._prober is None:
-            self._prober = asyncio.create_task(self._probe_loop())
         binary = self._codec.binary
         for event in missed or ():
             self._enqueue(event.msgpack if binary else event.json)
@@ -704,6 +709,8 @@ class Session:
         held, membership.held = membership.held, []
         for event in held:
             self.deliver(event)
+        if joined.lesson is not None and self._prober is None:
+            self._probe(0)
 
     async def _leave(self, command: Leave) -> None:
         room = command.room
