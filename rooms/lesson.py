@@ -93,6 +93,47 @@ class Asked:
 
 
 @dataclass(slots=True)
+class Counts:
+    """How the answers to one question split over its slots, kept as they come.
+
+    The teachers' tally is sent a few times a second during a burst of
+    thousands of answers; counting them all again each time held the event
+    loop for milliseconds, long enough to delay the acknowledgements that
+    came meanwhile.
+    """
+
+    size: int
+    total: list[int]
+    #: Per school: the counts of its slots and its number of answers.
+    schools: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, question: Question) -> Counts:
+        """Empty counts with a slot per option (or right and wrong)."""
+        size = _size(question)
+        return cls(size, [0] * size)
+
+    def add(self, question: Question, record: AnswerRecord, step: int = 1) -> None:
+        """Count ``record`` in (or out, with ``step`` -1)."""
+        counts, answered = self.schools.setdefault(
+            record.school, ([0] * self.size, [0])
+        )
+        answered[0] += step
+        for slot in _slots(question, record):
+            counts[slot] += step
+            self.total[slot] += step
+        if not answered[0]:
+            del self.schools[record.school]
+
+    def split(self) -> tuple[list[int], list[SchoolTally]]:
+        """Copies of the counts, the schools in name order."""
+        return list(self.total), [
+            SchoolTally(school=school, answered=answered[0], counts=list(counts))
+            for school, (counts, answered) in sorted(self.schools.items())
+        ]
+
+
+@dataclass(slots=True)
 class Outcome:
     """What a lesson command causes, before the writer numbers the events."""
 
@@ -115,6 +156,9 @@ class Lesson:
         #: The linked class every member sees, if one is on stage.
         self.stage: LinkedClass | None = None
         self.answers: dict[int, dict[str, AnswerRecord]] = {}
+        #: The counts of a question's answers, kept with ``answers`` from
+        #: the question's first tally on.
+        self.counts: dict[int, Counts] = {}
         #: Each question's key, by number, for grading and the report.
         self.questions = {
             plan.number_of(activity, index): question
@@ -431,7 +475,12 @@ class Lesson:
         if asked is None:
             return None
         answers = self.answers.get(asked.number, {})
-        counts, by_school = self._counts(asked.question, answers.values())
+        kept = self.counts.get(asked.number)
+        if kept is None:
+            kept = self.counts[asked.number] = Counts.of(asked.question)
+            for record in answers.values():
+                kept.add(asked.question, record)
+        counts, by_school = kept.split()
         return AnswerTally(
             room="",
             number=asked.number,
@@ -475,7 +524,18 @@ class Lesson:
 
     def record(self, record: AnswerRecord) -> None:
         """Keep a stored answer (also used when rebuilding from the store)."""
-        self.answers.setdefault(record.number, {})[record.user] = record
+        answers = self.answers.setdefault(record.number, {})
+        earlier = answers.get(record.user)
+        answers[record.user] = record
+        # Counts start at the question's first tally: a room rebuilt from
+        # thousands of stored answers (a report does it) counts none of them.
+        counts = self.counts.get(record.number)
+        question = self.questions.get(record.number)
+        if counts is None or question is None:
+            return
+        if earlier is not None:
+            counts.add(question, earlier, -1)
+        counts.add(question, record)
 
     def _locate(self, number: int) -> tuple[int, int]:
         for activity, index, _question in self.plan.questions():
@@ -547,10 +607,7 @@ class Lesson:
     def _counts(
         question: Question, answers: Iterable[AnswerRecord]
     ) -> tuple[list[int], list[SchoolTally]]:
-        size = {
-            QuestionKind.SINGLE: len(question.options),
-            QuestionKind.MULTIPLE: len(question.options),
-        }.get(question.kind, 2)
+        size = _size(question)
         total = [0] * size
         schools: dict[str, tuple[list[int], list[int]]] = {}
         for record in answers:
@@ -563,6 +620,12 @@ class Lesson:
             SchoolTally(school=school, answered=answered[0], counts=counts)
             for school, (counts, answered) in sorted(schools.items())
         ]
+
+
+def _size(question: Question) -> int:
+    if question.kind in (QuestionKind.SINGLE, QuestionKind.MULTIPLE):
+        return len(question.options)
+    return 2
 
 
 def _slots(question: Question, record: AnswerRecord) -> list[int]:

@@ -302,6 +302,45 @@ def test_allow_change_lets_a_student_change_an_answer(room: Room) -> None:
     assert room.lesson.answers[3]["b1"].right is True  # type: ignore[union-attr]
 
 
+def test_tally_follows_changed_answers(room: Room) -> None:
+    """The teachers' tally counts a changed answer once, under its new value.
+
+    A tally taken before the changes and one taken after all of them agree
+    with the counts of the reveal.
+    """
+    act(room, HOST, StepActivity(id="s", room="lesson-1", index=2), T0)
+    opened = act(room, HOST, AskQuestion(id="q", room="lesson-1", question=0), T0)
+    event = opened.events[0]
+    assert isinstance(event, QuestionOpened)
+    at = event.opens_at + 50
+    a1, a2, b1 = student("a1", "A"), student("a2", "A"), student("b1", "B")
+    for who, value, id in (
+        (a1, True, "1"),
+        (a2, True, "2"),
+        (b1, True, "3"),
+        (a1, False, "4"),
+        (b1, False, "5"),
+        (b1, True, "6"),
+    ):
+        act(room, who, Answer(id=id, room="lesson-1", number=3, value=value), at)
+        if id == "1":
+            first = room.tally()
+            assert first is not None
+            assert first.counts == [1, 0]
+
+    tally = room.tally()
+    assert tally is not None
+    assert (tally.answered, tally.present, tally.counts) == (3, 3, [2, 1])
+    assert [(s.school, s.answered, s.counts) for s in tally.by_school] == [
+        ("A", 2, [1, 1]),
+        ("B", 1, [1, 0]),
+    ]
+    revealed = act(room, HOST, Reveal(id="r", room="lesson-1"), at)
+    shown = revealed.events[-1]
+    assert isinstance(shown, QuestionRevealed)
+    assert (shown.counts, shown.by_school) == (tally.counts, tally.by_school)
+
+
 def test_co_teacher_moderates_only_their_school(room: Room) -> None:
     """A co-teacher removes their own school's student, not another school's."""
     with pytest.raises(Refused) as refused:

@@ -384,10 +384,13 @@ async def test_sqlite_creates_directory_and_syncs_fully(
     await store.connect()
     try:
         assert path.exists()
-        db = store._db
-        assert db is not None
-        assert list(await db.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
-        assert list(await db.execute_fetchall("PRAGMA synchronous")) == [(2,)]
+        pragmas = await store._call(
+            lambda: [
+                store._connection().execute(f"PRAGMA {name}").fetchall()
+                for name in ("journal_mode", "synchronous")
+            ]
+        )
+        assert pragmas == [[("wal",)], [(2,)]]
     finally:
         await store.close()
 
@@ -401,6 +404,61 @@ async def test_sqlite_closed_store_raises_backend_error(
     await store.close()
     with pytest.raises(BackendError):
         await store.ping()
+
+
+async def test_sqlite_runs_calls_in_the_order_made(tmp_path: pathlib.Path) -> None:
+    """Calls made together are stored in the order made: the last save wins."""
+    store = SqliteStore(tmp_path / "lophoc.db")
+    await store.connect()
+    try:
+        await asyncio.gather(
+            *(
+                store.save_records("r", "answers", [("1:s1", f"{n}".encode())])
+                for n in range(50)
+            )
+        )
+        assert await store.load_records("r", "answers") == {"1:s1": b"49"}
+    finally:
+        await store.close()
+
+
+async def test_sqlite_stores_a_large_group_whole(tmp_path: pathlib.Path) -> None:
+    """A group of records too large for one statement is stored whole."""
+    store = SqliteStore(tmp_path / "lophoc.db")
+    await store.connect()
+    try:
+        records = [(f"1:s{n}", f"{n}".encode()) for n in range(2500)]
+        await store.save_records("r", "answers", records)
+        await store.save_records("r", "answers", [("1:s7", b"changed")])
+        assert await store.load_records("r", "answers") == {
+            **dict(records),
+            "1:s7": b"changed",
+        }
+    finally:
+        await store.close()
+
+
+async def test_sqlite_cancelled_call_is_stored_whole_or_not_at_all(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A save whose caller is cancelled leaves all its records or none."""
+    store = SqliteStore(tmp_path / "lophoc.db")
+    await store.connect()
+    try:
+        records = [(f"1:s{n}", b"x" * 100) for n in range(500)]
+        saving = asyncio.create_task(store.save_records("r", "answers", records))
+        await asyncio.sleep(0)
+        saving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await saving
+
+        stored = await store.load_records("r", "answers")
+        assert len(stored) in (0, 500)
+        head = await store.open_room("r")
+        result = await store.append("r", head.epoch, head.offset + 1, [b"e"])
+        assert result == AppendResult(head.offset + 1)
+    finally:
+        await store.close()
 
 
 # Redis ----------------------------------------------------------------------
