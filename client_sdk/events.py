@@ -35,6 +35,7 @@ from .protocol import (
     LessonSnapshot,
     RoomEvent,
     SeatChanged,
+    VideoQualityChanged,
 )
 
 
@@ -117,6 +118,7 @@ RoomNotice: TypeAlias = (
     | SeatChanged
     | IncidentRaised
     | ExamWarning
+    | VideoQualityChanged
 )
 
 ClientEvent: TypeAlias = (

@@ -37,7 +37,14 @@ from av.video.frame import VideoFrame
 
 from .audio import AudioPeer
 from .client import Client
-from .protocol import Ack, VideoLayer, VideoQuality, VideoQualityAnswer
+from .protocol import (
+    Ack,
+    VideoChangeReason,
+    VideoLayer,
+    VideoQuality,
+    VideoQualityAnswer,
+    VideoQualityChanged,
+)
 from .tracks import Pacer, frames_of
 
 logger = logging.getLogger(__name__)
@@ -276,6 +283,9 @@ class VideoPeer(AudioPeer):
         self.video_slots = video_slots
         self.publishing = lines.publishing
         self.seen = lines.seen
+        #: The last change the server made to this peer's video on its own
+        #: (a weak link), as :meth:`take_notice` was given it; None: none.
+        self.video_change: VideoQualityChanged | None = None
         self._lines = lines
 
     def __repr__(self) -> str:
@@ -294,6 +304,33 @@ class VideoPeer(AudioPeer):
         """
         command = VideoQuality(id="", room=self.room, quality=quality)
         return await self.client.request(command)
+
+    def take_notice(self, notice: object) -> bool:
+        """Keep a ``video_quality_changed`` of this peer's room; False for others.
+
+        The server lowers a viewer's video when its link loses packets and
+        raises it again once the link is clean; hand each notice of the
+        client's event stream here, and :attr:`video_change` says whether
+        the video is reduced (``forwarded`` below ``requested``) and why.
+        """
+        if not isinstance(notice, VideoQualityChanged) or notice.room != self.room:
+            return False
+        self.video_change = notice
+        logger.info(
+            "room %s: the server %s video to %s (%s)",
+            self.room,
+            "raised" if notice.reason is VideoChangeReason.RECOVERED else "lowered",
+            notice.forwarded,
+            notice.reason,
+        )
+        return True
+
+    @property
+    def video_reduced(self) -> bool:
+        """Whether the server sends less video than asked for a weak link."""
+        change = self.video_change
+        rank = {VideoLayer.OFF: 0, VideoLayer.LOW: 1, VideoLayer.HIGH: 2}
+        return change is not None and rank[change.forwarded] < rank[change.requested]
 
     async def close(self) -> Ack | None:
         """Close as :meth:`AudioPeer.close` does, and stop the patterns."""

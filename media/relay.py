@@ -30,7 +30,9 @@ for single listeners only (a proctor listening to one student of an exam).
 Anyone else's packets are not forwarded, whatever their client sends.
 Video is steered the same way, per viewer, by :meth:`MediaRoom.set_video`
 (:func:`media.viewing.video_routes` reads it from the lesson's members and
-stage).
+stage). A viewer whose link loses packets gets less video until the link is
+clean again (:mod:`media.protection`), and its ``notify`` callback hears of
+each such change.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from aiortc import (
 )
 from aiortc import sdp as rtc_sdp
 
-from client_sdk.protocol import VideoLayer
+from client_sdk.protocol import VideoLayer, VideoQualityChanged
 
 from .activity import VoiceActivity
 from .errors import (
@@ -71,6 +73,7 @@ from .offer import (
     transceiver_direction,
     video_capabilities,
 )
+from .protection import Step, VideoProtection
 from .recorder import OggOpusWriter, RecordingInfo, RecordingKind
 from .simulcast import (
     SimulcastOffer,
@@ -82,7 +85,8 @@ from .video import (
     InboundVideo,
     VideoForwardTrack,
     VideoKind,
-    forwarded_layer,
+    slots_forward,
+    slots_layers,
 )
 from .viewing import VideoSource
 from .worker import SpeakerWorker
@@ -102,6 +106,8 @@ class PeerState(enum.StrEnum):
 
 
 StateListener = Callable[[str, PeerState], None]
+#: Hears the changes of a viewer's video the relay made on its own.
+VideoNotify = Callable[[VideoQualityChanged], None]
 
 
 @dataclass(slots=True)
@@ -115,6 +121,10 @@ class _Participant:
     state: PeerState = PeerState.NEW
     videos: dict[VideoKind, InboundVideo] = field(default_factory=dict)
     video_slots: list[VideoForwardTrack] = field(default_factory=list)
+    #: What the viewer asked for with ``video_quality``.
+    requested: VideoLayer = VideoLayer.HIGH
+    protection: VideoProtection | None = None
+    notify: VideoNotify | None = None
 
 
 class MediaRoom:
@@ -175,6 +185,15 @@ class MediaRoom:
             for slot in self._get(viewer).video_slots
         )
 
+    def video_quality(self, viewer: str) -> VideoLayer:
+        """What ``viewer``'s video slots forward now, as ``video_quality`` says."""
+        joined = self._get(viewer)
+        return slots_forward(joined.video_slots, self._wanted(joined))
+
+    def video_protection(self, viewer: str) -> VideoProtection | None:
+        """The loss protection of ``viewer``'s video (None: it has no slots)."""
+        return self._get(viewer).protection
+
     def published(self, participant: str) -> dict[VideoKind, InboundVideo]:
         """The video tracks a participant's offer publishes, by kind."""
         return dict(self._get(participant).videos)
@@ -186,18 +205,21 @@ class MediaRoom:
 
     # Signaling -------------------------------------------------------------
 
-    async def answer(self, participant: str, offer: str) -> str:
+    async def answer(
+        self, participant: str, offer: str, *, notify: VideoNotify | None = None
+    ) -> str:
         """Answer a participant's SDP offer; returns the SDP answer.
 
         The answer carries all of the server's candidates (aiortc gathers
         before answering), so the client needs no trickled candidates from
         the server. A participant who offers again gets a new connection:
-        the old one is closed, ending a recording in progress.
+        the old one is closed, ending a recording in progress. ``notify``
+        hears each change of this connection's video made for its link.
         """
         self._check_open()
         plan = read_offer(offer)
         pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
-        joined = _Participant(participant, pc, None, [])
+        joined = _Participant(participant, pc, None, [], notify=notify)
         # Before negotiating: aiortc starts connecting inside
         # setLocalDescription, and its first state change must not be missed.
         pc.on("connectionstatechange", lambda: self._state_changed(joined))
@@ -219,6 +241,7 @@ class MediaRoom:
             # Only now does each transceiver have the bundle's transport.
             for transceiver, _ in simulcast:
                 route_by_mid(transceiver.receiver.transport)
+            self._protect(joined)
         except SDP_ERRORS as exc:
             await pc.close()
             raise BadOffer("offer cannot be answered", participant) from exc
@@ -332,28 +355,22 @@ class MediaRoom:
 
         Returns what the slots forward: ``low`` when at least one of them
         shows a publisher's lower layer, else as
-        :func:`media.video.forwarded_layer` says for one layer.
+        :func:`media.video.forwarded_layer` says for one layer. While the
+        viewer's link is lossy that may be less than ``requested``.
         """
-        forwarded = {
-            slot.set_layer(requested) for slot in self._get(viewer).video_slots
-        }
-        if VideoLayer.LOW in forwarded:
-            return VideoLayer.LOW
-        return forwarded_layer(requested)
+        joined = self._get(viewer)
+        joined.requested = requested
+        wanted = self._wanted(joined)
+        for slot in joined.video_slots:
+            slot.set_layer(wanted)
+        return slots_forward(joined.video_slots, wanted)
 
     def video_layers(self, viewer: str) -> int:
         """The most layers any publisher shown on ``viewer``'s slots sends.
 
         1 when none of them sends simulcast (or the viewer sees nothing).
         """
-        return max(
-            (
-                slot.source.layers
-                for slot in self._get(viewer).video_slots
-                if slot.source is not None
-            ),
-            default=1,
-        )
+        return slots_layers(self._get(viewer).video_slots)
 
     async def start_recording(
         self,
@@ -516,6 +533,61 @@ class MediaRoom:
                 if line.simulcast is not None:
                     simulcast.append((transceiver, line.simulcast))
         return simulcast
+
+    def _protect(self, joined: _Participant) -> None:
+        """Watch the reports on every stream sent to a viewer with video slots.
+
+        Audio slots count too: they share the link, and a viewer whose video
+        is off still reports on them.
+        """
+        if not joined.video_slots:
+            return
+        protection = VideoProtection(
+            joined.id,
+            lambda step: self._stepped(joined, step),
+            lambda: joined.requested,
+            lambda: slots_layers(joined.video_slots),
+        )
+        slots = {*joined.slots, *joined.video_slots}
+        for transceiver in joined.pc.getTransceivers():
+            if transceiver.sender.track in slots:
+                protection.watch(transceiver.sender)
+        joined.protection = protection
+
+    def _wanted(self, joined: _Participant) -> VideoLayer:
+        """What a viewer's slots should forward: its request, as its link allows."""
+        if joined.protection is None:
+            return joined.requested
+        return joined.protection.guard.limit(joined.requested)
+
+    def _stepped(self, joined: _Participant, step: Step) -> None:
+        """Apply a step of the viewer's protection; tell the viewer if it shows."""
+        if self._closed or self._participants.get(joined.id) is not joined:
+            return
+        before = slots_forward(joined.video_slots, step.level)
+        for slot in joined.video_slots:
+            slot.set_layer(step.level)
+        after = slots_forward(joined.video_slots, step.level)
+        logger.info(
+            "%s: %s's video %s -> %s on %s, %.1f%% lost",
+            self.room,
+            joined.id,
+            before,
+            after,
+            step.reason,
+            step.loss * 100,
+        )
+        if after is before or joined.notify is None:
+            return
+        joined.notify(
+            VideoQualityChanged(
+                room=self.room,
+                requested=joined.requested,
+                forwarded=after,
+                reason=step.reason,
+                loss=round(step.loss, 3),
+            )
+        )
 
     def _route_video(self) -> None:
         """Point every viewer's video slots at the tracks they may see."""

@@ -39,7 +39,7 @@ import fractions
 import logging
 import queue
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -347,6 +347,27 @@ def forwarded_layer(requested: VideoLayer, layers: int = LAYERS) -> VideoLayer:
     if requested is VideoLayer.LOW and layers > 1:
         return VideoLayer.LOW
     return VideoLayer.HIGH
+
+
+def slots_layers(slots: Sequence[VideoForwardTrack]) -> int:
+    """The most layers a publisher shown on ``slots`` sends (1: no simulcast)."""
+    return max(
+        (slot.source.layers for slot in slots if slot.source is not None),
+        default=LAYERS,
+    )
+
+
+def slots_forward(slots: Sequence[VideoForwardTrack], wanted: VideoLayer) -> VideoLayer:
+    """What a viewer's ``slots``, all asked for ``wanted``, forward.
+
+    ``low`` when at least one of them shows a publisher's lower layer, else
+    as :func:`forwarded_layer` says for one layer.
+    """
+    shown = {slot.layer for slot in slots}
+    if VideoLayer.LOW in shown:
+        return VideoLayer.LOW
+    # The slots share one request, so the others all show the same.
+    return shown.pop() if shown else forwarded_layer(wanted)
 
 
 class VideoForwardTrack(SlotTrack[InboundVideo, tuple[EncodedVideo, InboundVideo]]):

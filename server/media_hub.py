@@ -39,7 +39,7 @@ from media.errors import MediaError
 from media.floor import speakers
 from media.ice import IceServer
 from media.recorder import RecordingKind
-from media.relay import MediaRoom
+from media.relay import MediaRoom, VideoNotify
 from media.viewing import video_routes
 from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
@@ -232,15 +232,23 @@ class MediaHub:
             return None
         return media.relay
 
-    async def offer(self, room_id: str, user: str, session: str, sdp: str) -> str:
+    async def offer(
+        self,
+        room_id: str,
+        user: str,
+        session: str,
+        sdp: str,
+        notify: VideoNotify | None = None,
+    ) -> str:
         """Answer ``user``'s offer in ``room_id`` and steer who is heard.
 
         One media connection per person and room: an offer from another of
         their connections replaces it, and only that connection's leave
-        closes it.
+        closes it. ``notify`` gets the notices of what the server changed
+        on that connection's video by itself (a weak link's steps).
         """
         media = await self._room(room_id)
-        answer = await media.relay.answer(user, sdp)
+        answer = await media.relay.answer(user, sdp, notify=notify)
         self._owners[(room_id, user)] = session
         await media.steer()
         return answer

@@ -571,7 +571,9 @@ class Session:
         user = self.claims.user
         try:
             if isinstance(command, MediaOffer):
-                answer = await self._media.offer(room, user, self.id, command.sdp)
+                answer = await self._media.offer(
+                    room, user, self.id, command.sdp, notify=self._send
+                )
                 self._media_rooms.add(room)
                 self._send(MediaAnswer(id=command.id, room=room, sdp=answer))
                 return

@@ -68,6 +68,7 @@ from .media import (
     MediaOffer,
     VideoQuality,
     VideoQualityAnswer,
+    VideoQualityChanged,
 )
 from .turns import *  # noqa: F403
 from .turns import (
@@ -146,6 +147,7 @@ ServerMessage: TypeAlias = (
     | Probe
     | MediaAnswer
     | VideoQualityAnswer
+    | VideoQualityChanged
     | ExamState
     | ProctorView
     | SeatChanged

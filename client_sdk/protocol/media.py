@@ -14,7 +14,10 @@ once.
 Video rides the same connection. ``video_quality`` asks for less video on
 a weak link: the lower simulcast layer of publishers that send layers; the
 answer says what the viewer gets, so a viewer of one-layer publishers is
-not told of a switch that did not happen.
+not told of a switch that did not happen. The server also lowers a
+viewer's video by itself when the viewer's link loses packets, to keep its
+audio whole, and raises it again once the link is clean, never above what
+the viewer asked for; ``video_quality_changed`` tells the viewer so.
 """
 
 from __future__ import annotations
@@ -92,6 +95,36 @@ class VideoQualityAnswer(msgspec.Struct, tag_field="type", tag="video_quality_an
     forwarded: VideoLayer
     #: The most layers a publisher shown on the slots sends; 1: no lower one.
     layers: int
+
+
+class VideoChangeReason(enum.StrEnum):
+    """Why the server changed a viewer's video without being asked."""
+
+    #: The viewer's link lost packets: less video, so audio gets through.
+    LOSS = "loss"
+    #: The link has been clean for a while: more video again.
+    RECOVERED = "recovered"
+
+
+class VideoQualityChanged(
+    msgspec.Struct, tag_field="type", tag="video_quality_changed"
+):
+    """Notice: the server changed what this viewer's video slots carry.
+
+    Sent only to the connection that holds the media, when a step the server
+    took on its own changed ``forwarded``; a page can show "video reduced
+    for a weak connection" while ``forwarded`` is below ``requested``.
+    """
+
+    room: str
+    #: What the viewer last asked for (``high`` if it never asked).
+    requested: VideoLayer
+    #: What the slots carry from now on; never above ``requested``.
+    forwarded: VideoLayer
+    reason: VideoChangeReason
+    #: The share of packets the link lost (0 to 1) in the reports that
+    #: decided it.
+    loss: float
 
 
 MediaCommand = MediaOffer | MediaCandidate | MediaLeave | VideoQuality

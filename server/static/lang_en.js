@@ -29,6 +29,8 @@ export default {
   "camera.denied": "The browser does not allow the camera: {message}",
   "video.off": "Video off (audio only)",
   "video.on": "Video back on",
+  "video.reduced": "Weak connection: less video, so that you still hear everything",
+  "video.restored": "The connection is better: video is coming back",
   "teacher.videos": "Class cameras",
   "teacher.videos.none": "Pictures show here when a camera sends them.",
   "lesson.heading": "Lesson",

@@ -29,6 +29,8 @@ export default {
   "camera.denied": "Trình duyệt không cho dùng camera: {message}",
   "video.off": "Tắt hình (chỉ nghe)",
   "video.on": "Bật lại hình",
+  "video.reduced": "Kết nối yếu: đã giảm hình để vẫn nghe rõ",
+  "video.restored": "Kết nối đã tốt hơn: hình đang trở lại",
   "teacher.videos": "Camera các lớp",
   "teacher.videos.none": "Hình ảnh hiện ở đây khi có camera gửi hình.",
   "lesson.heading": "Buổi học",

@@ -115,6 +115,18 @@ export function fill(id, ...children) {
 }
 
 /** Show a message in the page's notice line (id `notice`). */
+/**
+ * Say when the node steps this connection's video down for a weak link
+ * (losing packets), or back up once the link is clean, so that a frozen or
+ * smaller picture is not taken for a broken camera.
+ */
+export function onVideoSteps(client) {
+  client.on("video_quality_changed", (notice) => {
+    document.body.dataset.video = notice.forwarded;
+    notify(t(notice.reason === "loss" ? "video.reduced" : "video.restored"));
+  });
+}
+
 export function notify(text) {
   const notice = document.getElementById("notice");
   notice.textContent = text;

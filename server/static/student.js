@@ -2,7 +2,7 @@
 // and the floor, a microphone check, and the classes by school.
 
 import { VideoPeer, microphoneLevel } from "/sdk/lophoc_media.js";
-import { Roster, connect, enter, everyTick, fill, h, notify, say, setUpLanguage, signedInToken, t, whenLanguage } from "./page.js";
+import { Roster, connect, enter, everyTick, fill, h, notify, onVideoSteps, say, setUpLanguage, signedInToken, t, whenLanguage } from "./page.js";
 import { LessonState, activityView, floorText, questionCountdown, revealView } from "./lesson_view.js";
 
 setUpLanguage();
@@ -51,6 +51,7 @@ function start(client) {
   });
   document.getElementById("mic-check").addEventListener("click", checkMicrophone);
   document.getElementById("audio-only").addEventListener("click", toggleVideo);
+  onVideoSteps(client);
 
   function renderAll() {
     renderActivity();

@@ -4,7 +4,7 @@
 // microphone and camera, recordings and the lesson report.
 
 import { VideoPeer } from "/sdk/lophoc_media.js";
-import { Roster, connect, enter, everyTick, fill, h, notify, setUpLanguage, signedInToken, t, whenLanguage } from "./page.js";
+import { Roster, connect, enter, everyTick, fill, h, notify, onVideoSteps, setUpLanguage, signedInToken, t, whenLanguage } from "./page.js";
 import { LessonState, activityView, floorText, questionCountdown, revealView } from "./lesson_view.js";
 
 setUpLanguage();
@@ -24,6 +24,7 @@ function start(client) {
     videoSlots: 4,
     videoOutput: document.getElementById("videos"),
   });
+  onVideoSteps(client);
 
   /** Run a command; a refusal shows in the notice line. */
   const command = (send) => async () => {

@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 
-from client_sdk.protocol import SetStage, StageChanged, VideoLayer
+from client_sdk.protocol import (
+    SetStage,
+    StageChanged,
+    VideoLayer,
+    VideoQualityChanged,
+)
 from client_sdk.video import Colour, VideoPeer
 from tests.media.peer import eventually
+from tests.media.video_peer import PacketLoss
 
 from .conftest import Api, Crowd, ServerProcess, Watcher
 
@@ -191,4 +197,46 @@ async def test_a_weak_link_turns_video_off_and_keeps_the_audio(
     back = time.monotonic()
     await eventually(
         lambda: device.seen.sees(RED, since=back), 2.0, "the picture back within 2 s"
+    )
+
+
+async def test_a_lossy_link_gets_less_video_and_is_told_so(
+    server: ServerProcess, api: Api, crowd: Crowd, peers: list[VideoPeer]
+) -> None:
+    """The node steps a losing device's video off, says so, and steps it back."""
+    linked = await lesson(api, crowd, server, "lossy")
+    await publish(linked.host, linked.room, peers, camera=RED, tone_hz=440.0)
+    weak_w = await linked.device(crowd, server, 1)
+    weak = await publish(weak_w, linked.room, peers, video_slots=1)
+    steady_w = await linked.device(crowd, server, 2)
+    steady = await publish(steady_w, linked.room, peers, video_slots=1)
+    await eventually(
+        lambda: weak.seen.sees(RED) and steady.seen.sees(RED), 15.0, "the host"
+    )
+
+    assert weak._pc is not None
+    link = PacketLoss(weak._pc, "weak-device")
+    link.lose(0.25)
+    started = time.monotonic()
+    reduced = await weak_w.wait(
+        VideoQualityChanged, lambda n: n.reason == "loss", within=20.0, after=started
+    )
+    assert (reduced.requested, reduced.forwarded) == (VideoLayer.HIGH, VideoLayer.OFF)
+    assert reduced.loss > 0.1
+    off = time.monotonic() + 0.5
+    await asyncio.sleep(2.0)
+    # Video is off, the host's voice still comes, the steady device is untouched.
+    assert not weak.seen.pictures(since=off), weak.seen.describe(off)
+    assert weak.dominant_frequency(since=off) == pytest.approx(440, abs=10)
+    assert steady.seen.sees(RED, since=off)
+    assert not steady_w.all(VideoQualityChanged)
+
+    link.lose(0.0)
+    clean = time.monotonic()
+    restored = await weak_w.wait(
+        VideoQualityChanged, lambda n: n.reason == "recovered", within=30.0, after=clean
+    )
+    assert restored.forwarded is VideoLayer.HIGH
+    await eventually(
+        lambda: weak.seen.sees(RED, since=clean), 5.0, "the picture back at the device"
     )

@@ -178,9 +178,13 @@ class TonePeer(HandSignaled):
         for _ in range(self.slots - 1):
             transceivers.append(self.pc.addTransceiver("audio", direction="recvonly"))
         self._slot_of = {t: i for i, t in enumerate(transceivers)}
+        self._add_lines()
         self.pc.on("track", self._on_track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return self.pc.localDescription.sdp
+
+    def _add_lines(self) -> None:
+        """Add further m-lines after the audio ones; none here."""
 
     def audio(self, since: float, until: float | None = None) -> np.ndarray:
         """The loudest slot's samples heard between ``since`` and ``until``."""
