@@ -224,8 +224,17 @@ class MediaRoom:
         # setLocalDescription, and its first state change must not be missed.
         pc.on("connectionstatechange", lambda: self._state_changed(joined))
         try:
-            joined.slots, microphone = self._prepare(pc, participant, plan)
-            simulcast = self._prepare_video(pc, joined, plan)
+            # Under max-bundle aiortc gives every transceiver the first one's
+            # transport, then stops, as a bundled-away transport, that of any
+            # transceiver not matched to the first m-line: the first one made
+            # must be of the first m-line's kind, or the connection's only
+            # transport is stopped and it never comes up.
+            if plan.kinds[:1] == ["video"]:
+                simulcast = self._prepare_video(pc, joined, plan)
+                joined.slots, microphone = self._prepare(pc, participant, plan)
+            else:
+                joined.slots, microphone = self._prepare(pc, participant, plan)
+                simulcast = self._prepare_video(pc, joined, plan)
             await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             if microphone is not None:
                 transceiver, payload_type = microphone

@@ -24,9 +24,9 @@ from media.video import (
     is_keyframe,
 )
 from media.viewing import video_routes
-from tests.media.conftest import Joined
+from tests.media.conftest import Joined, hears
 from tests.media.peer import eventually
-from tests.media.video_peer import CameraPeer
+from tests.media.video_peer import CameraPeer, SoundAndPicturePeer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -417,3 +417,27 @@ async def test_viewers_see_a_camera_that_starts_while_they_connect(
     finally:
         await room.close()
         await asyncio.gather(*(p.close() for p in [*closing, *peers.values()]))
+
+
+@pytest.mark.parametrize("host_first", ["audio", "video"])
+@pytest.mark.parametrize("viewer_first", ["audio", "video"])
+async def test_offers_with_video_or_audio_first_connect_and_carry_both(
+    room: MediaRoom, joined: Joined, host_first: str, viewer_first: str
+) -> None:
+    """Whichever m-line an offer puts first, the host is seen and heard.
+
+    Browsers order m-lines as the page added its tracks; with everything
+    bundled onto one transport, the first m-line's is the one kept.
+    """
+    host = SoundAndPicturePeer(
+        "host", 440.0, RED, slots=0, video_first=host_first == "video"
+    )
+    viewer = SoundAndPicturePeer(
+        "viewer", None, video_slots=1, video_first=viewer_first == "video"
+    )
+    await joined(host)
+    await joined(viewer)
+    await room.set_speakers(["host"])
+    room.set_video({"viewer": [("host", CAMERA)]})
+    await eventually(lambda: viewer.seen.sees(RED), 8.0, "the host's camera")
+    await hears(viewer, 440.0)

@@ -177,8 +177,9 @@ class SoundAndPicturePeer(TonePeer):
 
     A tone microphone (or none) and ``slots`` audio slots as
     :class:`tests.media.peer.TonePeer`, a pattern camera (or none) and
-    ``video_slots`` video slots as :class:`CameraPeer`. :meth:`lose` makes
-    its link drop a share of the RTP packets that reach it.
+    ``video_slots`` video slots as :class:`CameraPeer`, the audio m-lines
+    first unless ``video_first``. :meth:`lose` makes its link drop a share
+    of the RTP packets that reach it.
     """
 
     def __init__(
@@ -189,8 +190,10 @@ class SoundAndPicturePeer(TonePeer):
         *,
         slots: int = 1,
         video_slots: int = 0,
+        video_first: bool = False,
     ) -> None:
         super().__init__(name, frequency, slots=slots)
+        self._video_first = video_first
         # Max-bundle, as a browser and the relay: aiortc's default bundle
         # policy gives an offer of audio and video two transports, and the
         # relay's answer bundles them onto one the client does not keep.
@@ -199,10 +202,15 @@ class SoundAndPicturePeer(TonePeer):
         self.seen = self._lines.seen
         self.link = PacketLoss(self.pc, name)
 
+    async def offer(self) -> str:
+        """The SDP offer: audio m-lines then video, or video first if told."""
+        if self._video_first:
+            self._lines.add_to(self.pc)
+        return await super().offer()
+
     def _add_lines(self) -> None:
-        # After the audio m-lines: the relay answers an offer whose first
-        # m-line is video with a connection that never comes up.
-        self._lines.add_to(self.pc)
+        if not self._video_first:
+            self._lines.add_to(self.pc)
 
     def lose(self, share: float) -> None:
         """Drop ``share`` of the RTP packets that arrive from now on (0: none)."""
