@@ -247,11 +247,12 @@ class LayerDemux:
         self.unknown = 0
         # RTX SSRC to media SSRC: aiortc unwraps only retransmissions it
         # can place, and a simulcast offer names no SSRCs to fill it from.
-        self._rtx: dict[int, int] = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc")  # noqa: B009
+        private = "_RTCRtpReceiver__"
+        self._rtx: dict[int, int] = getattr(receiver, f"{private}rtx_ssrc")
         self._handle = receiver._handle_rtp_packet
         setattr(receiver, "_handle_rtp_packet", self._learn)  # noqa: B010
-        setattr(receiver, "_RTCRtpReceiver__jitter_buffer", self)  # noqa: B010
-        setattr(receiver, "_RTCRtpReceiver__nack_generator", _StreamNacks(self))  # noqa: B010
+        setattr(receiver, f"{private}jitter_buffer", self)
+        setattr(receiver, f"{private}nack_generator", _StreamNacks(self))
 
     def __repr__(self) -> str:
         rids = ",".join(f"{layer.rid}={layer.ssrc}" for layer in self.layers)

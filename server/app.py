@@ -388,7 +388,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            WebSocketRoute("/ws", WebSocketEndpoint()),
+            WebSocketRoute("/ws", LophocApp._ws_endpoint),
             *api.routes,
             *exam_api.routes,
             *web.routes,

@@ -166,15 +166,39 @@ async def test_a_late_joiner_sees_the_host_within_two_seconds(
     assert first - connected < 2.0
 
 
+async def host_at_devices(
+    linked: Linked,
+    crowd: Crowd,
+    server: ServerProcess,
+    peers: list[VideoPeer],
+    *classes: int,
+) -> list[tuple[Watcher, VideoPeer]]:
+    """The host's red camera and 440 Hz voice, seen by the ``classes`` devices.
+
+    Returns once every device (one video slot each) sees the camera: each
+    device's socket and its peer.
+    """
+    await publish(linked.host, linked.room, peers, camera=RED, tone_hz=440.0)
+    devices = []
+    for n in classes:
+        watcher = await linked.device(crowd, server, n)
+        devices.append(
+            (watcher, await publish(watcher, linked.room, peers, video_slots=1))
+        )
+    await eventually(
+        lambda: all(peer.seen.sees(RED) for _, peer in devices),
+        15.0,
+        "the host at the devices",
+    )
+    return devices
+
+
 async def test_a_weak_link_turns_video_off_and_keeps_the_audio(
     server: ServerProcess, api: Api, crowd: Crowd, peers: list[VideoPeer]
 ) -> None:
     """``low`` is told there is one layer; ``off`` stops video, not audio."""
     linked = await lesson(api, crowd, server, "weak")
-    await publish(linked.host, linked.room, peers, camera=RED, tone_hz=440.0)
-    device_w = await linked.device(crowd, server, 1)
-    device = await publish(device_w, linked.room, peers, video_slots=1)
-    await eventually(lambda: device.seen.sees(RED), 15.0, "the host at the device")
+    [(_, device)] = await host_at_devices(linked, crowd, server, peers, 1)
 
     low = await device.set_quality(VideoLayer.LOW)
     assert (low.requested, low.forwarded, low.layers) == (
@@ -205,13 +229,8 @@ async def test_a_lossy_link_gets_less_video_and_is_told_so(
 ) -> None:
     """The node steps a losing device's video off, says so, and steps it back."""
     linked = await lesson(api, crowd, server, "lossy")
-    await publish(linked.host, linked.room, peers, camera=RED, tone_hz=440.0)
-    weak_w = await linked.device(crowd, server, 1)
-    weak = await publish(weak_w, linked.room, peers, video_slots=1)
-    steady_w = await linked.device(crowd, server, 2)
-    steady = await publish(steady_w, linked.room, peers, video_slots=1)
-    await eventually(
-        lambda: weak.seen.sees(RED) and steady.seen.sees(RED), 15.0, "the host"
+    (weak_w, weak), (steady_w, steady) = await host_at_devices(
+        linked, crowd, server, peers, 1, 2
     )
 
     assert weak._pc is not None
