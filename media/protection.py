@@ -15,7 +15,13 @@ these for its round-trip time and statistics and keeps no history;
 :meth:`VideoProtection.watch` wraps each sender's RTCP handler to see the
 blocks first. The blocks of all the viewer's streams are summed over
 windows of about a second, so a stream of few packets (a quiet video slot)
-does not outweigh a busy one, and a step follows only what persists:
+does not outweigh a busy one. A window stays open until it holds
+:data:`MIN_PACKETS` packets, so a report on a quiet stream alone (a video
+slot of a few packets a second, reported on between two audio reports)
+joins the next one instead of making a window too small to judge; only a
+link quiet for :data:`QUIET_WINDOW` closes a window that small, which then
+counts as clean if it lost nothing and leaves a run of lossy windows as it
+was. A step follows only what persists:
 
 - two windows in a row over :data:`LOSSY` lost step down one level;
 - :data:`CLEAN_FOR` seconds of windows under :data:`CLEAN` step up one
@@ -53,11 +59,15 @@ LOSSY_WINDOWS = 2
 CLEAN_FOR = 10.0
 #: The longest clean time asked for after steps up that did not hold.
 MAX_CLEAN_FOR = 80.0
-#: A window closes at the first report this long after it opened.
+#: A window closes at the first report this long after it opened that
+#: brings it to :data:`MIN_PACKETS`.
 WINDOW = 1.0
-#: Below this many packets a window's share lost is noise: a window this
-#: quiet counts as clean only if it lost nothing, and is never lossy.
+#: Below this many packets a window's share lost is noise.
 MIN_PACKETS = 10
+#: A window still under :data:`MIN_PACKETS` closes at the first report this
+#: long after it opened: it counts as clean only if it lost nothing, is
+#: never lossy and leaves the count of lossy windows in a row unchanged.
+QUIET_WINDOW = 4.0
 
 _RANK = {VideoLayer.OFF: 0, VideoLayer.LOW: 1, VideoLayer.HIGH: 2}
 
@@ -127,7 +137,10 @@ class LossGuard:
                 expected = (highest - before[0]) % _SEQ_MOD
                 self._expected += expected
                 self._lost += min(max(lost - before[1], 0), expected)
-        if now - self._opened >= WINDOW:
+        opened_for = now - self._opened
+        if opened_for >= QUIET_WINDOW or (
+            opened_for >= WINDOW and self._expected >= MIN_PACKETS
+        ):
             self._close(now)
 
     def decide(self, requested: VideoLayer, layers: int, now: float) -> Step | None:
@@ -182,10 +195,11 @@ class LossGuard:
         if expected >= MIN_PACKETS:
             share = lost / expected
             self.loss = share
-            lossy, clean = share > LOSSY, share < CLEAN
+            clean = share < CLEAN
+            self._lossy = self._lossy + 1 if share > LOSSY else 0
         else:
-            lossy, clean = False, lost == 0
-        self._lossy = self._lossy + 1 if lossy else 0
+            # Too quiet to say the link is lossy or that it is not.
+            clean = lost == 0
         if not clean:
             self._clean_since = now
 

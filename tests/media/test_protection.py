@@ -9,7 +9,14 @@ import time
 import pytest
 
 from client_sdk.protocol import VideoChangeReason, VideoLayer, VideoQualityChanged
-from media.protection import CLEAN_FOR, MAX_CLEAN_FOR, WINDOW, LossGuard, Step
+from media.protection import (
+    CLEAN_FOR,
+    MAX_CLEAN_FOR,
+    QUIET_WINDOW,
+    WINDOW,
+    LossGuard,
+    Step,
+)
 from media.relay import MediaRoom
 from media.video import VideoKind
 from tests.media.conftest import Joined, hears
@@ -167,6 +174,55 @@ def test_few_packets_are_not_judged_and_sequence_numbers_wrap() -> None:
     step = guard.decide(HIGH, 2, 4.0)
     assert step is not None
     assert step.level is LOW
+
+
+def test_a_report_on_a_quiet_stream_alone_joins_the_next_window() -> None:
+    """Reports of a few video packets between audio reports keep a loss run."""
+    audio, video = 1, 2
+    guard = LossGuard(0.0)
+    guard.reports([(audio, 0, 0), (video, 0, 0)], 0.0)
+    # A second of audio, a fifth of it lost: one lossy window.
+    guard.reports([(audio, 50, 10)], 1.0)
+    assert guard.decide(HIGH, 1, 1.0) is None
+    # A second later, a report on six video packets alone: too few to judge,
+    # and no reason to forget the lossy window before it.
+    guard.reports([(video, 6, 1)], 2.0)
+    assert guard.decide(HIGH, 1, 2.0) is None
+    # Half a second on, the audio report closes the window both are in.
+    guard.reports([(audio, 75, 15)], 2.5)
+    step = guard.decide(HIGH, 1, 2.5)
+    assert step is not None
+    assert step.level is OFF
+    assert step.loss == pytest.approx(6 / 31)
+
+
+def test_a_quiet_link_closes_its_windows_and_steps_up_only_if_nothing_is_lost() -> None:
+    """Video off and nobody speaking: a few packets a second still say enough."""
+    guard = LossGuard(0.0)
+    link = Link(guard)
+    link.run(1, 0.0, layers=1)
+    assert levels(link.run(2, 0.2, layers=1)) == [OFF]
+    stepped = link.now
+    # Two packets a second, one lost now and then: never clean, never up.
+    highest, lost = link._sent[1], link._lost[1]
+    for second in range(1, int(3 * CLEAN_FOR)):
+        highest += 2
+        lost += second % 4 == 0
+        guard.reports([(1, highest, lost)], stepped + second)
+        assert guard.decide(HIGH, 1, stepped + second) is None
+    # The same with nothing lost: clean, and up after the clean time.
+    quiet = stepped + 3 * CLEAN_FOR
+    steps = []
+    for second in range(int(2 * CLEAN_FOR)):
+        highest += 2
+        guard.reports([(1, highest, lost)], quiet + second)
+        step = guard.decide(HIGH, 1, quiet + second)
+        if step is not None:
+            steps.append((quiet + second, step))
+    assert levels(steps) == [HIGH]
+    # The clean time counts from the last window that lost: a quiet window
+    # closes at most QUIET_WINDOW after it opened.
+    assert steps[0][0] - quiet <= CLEAN_FOR + QUIET_WINDOW
 
 
 #: Share of the RTP packets the weak viewer's link drops.
