@@ -32,11 +32,17 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpTransceiver,
+)
 from av.video.frame import VideoFrame
 
 from .audio import AudioPeer
 from .client import Client
+from .holes import mend_holes
 from .protocol import (
     Ack,
     VideoChangeReason,
@@ -245,7 +251,20 @@ class VideoLines:
             (i for i, t in enumerate(self._receivers) if t.receiver.track is track),
             None,
         )
-        return None if slot is None else self.seen.watch(track, slot)
+        if slot is None:
+            return None
+        return self._watch(track, slot, self._receivers[slot].receiver)
+
+    async def _watch(
+        self, track: MediaStreamTrack, slot: int, receiver: RTCRtpReceiver
+    ) -> None:
+        # A packet lost twice would otherwise hold the picture up for long.
+        mending = asyncio.create_task(mend_holes(receiver))
+        try:
+            await self.seen.watch(track, slot)
+        finally:
+            mending.cancel()
+            await asyncio.gather(mending, return_exceptions=True)
 
     def stop(self) -> None:
         """Stop the published patterns."""

@@ -45,6 +45,8 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import NackGenerator, TimestampMapper
 from aiortc.rtp import RtpPacket
 
+from client_sdk.holes import Stream
+
 logger = logging.getLogger(__name__)
 
 #: The RTP stream id and repaired RTP stream id header extensions (RFC 8852).
@@ -337,6 +339,14 @@ class LayerDemux:
             layer.last_frame = time.monotonic()
             self._sink(layer.index, packet.payload_type, frame)
         return keyframe_needed, None
+
+    def streams(self) -> list[Stream]:
+        """Each layer's buffer and NACK generator, once its first packet came."""
+        return [
+            Stream(layer.jitter, layer.nack, layer.ssrc)
+            for layer in self.layers
+            if layer.ssrc is not None
+        ]
 
     def nacks(self, ssrc: int) -> NackGenerator | None:
         """The NACK generator of a layer's media SSRC; None for another SSRC."""

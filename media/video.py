@@ -48,6 +48,7 @@ from aiortc.jitterbuffer import JitterFrame
 from av.packet import Packet
 from av.stream import Stream
 
+from client_sdk.holes import mend_holes
 from client_sdk.protocol import VideoLayer
 
 from .simulcast import LayerDemux
@@ -224,6 +225,13 @@ class InboundVideo(Inbound["VideoForwardTrack"]):
         self._demux = (
             LayerDemux(receiver, rids, self._layer_frame) if len(rids) > 1 else None
         )
+        # A packet lost with its retransmission would hold up every viewer's
+        # picture until hundreds more had come: ask again, then give it up.
+        mending = asyncio.get_running_loop().create_task(
+            mend_holes(receiver, None if self._demux is None else self._demux.streams)
+        )
+        self._tasks.add(mending)
+        mending.add_done_callback(self._tasks.discard)
 
     def __repr__(self) -> str:
         return f"<InboundVideo {self.participant}/{self.kind}>"
