@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,11 @@ def lophoc_env(secret: str, clients: int) -> dict[str, str]:
     )
 
 
+def running(process: asyncio.subprocess.Process) -> Callable[[], bool]:
+    """Whether ``process`` still runs, asked each time it is called."""
+    return lambda: process.returncode is None
+
+
 async def start_deployment(
     name: str, clients: int, secret: str, workdir: Path, sender: Member
 ) -> Deployment:
@@ -145,9 +151,7 @@ async def start_deployment(
             deployment.ports.append(port)
             deployment.nodes.append(process)
             deployment.logs.append(log)
-            await wait_listening(
-                port, lambda process=process: process.returncode is None, name, log
-            )
+            await wait_listening(port, running(process), name, log)
     except BaseException:
         await stop_deployment(deployment)
         raise

@@ -57,7 +57,6 @@ def build(sender: Member, redis_url: str | None) -> socketio.ASGIApp:
     epoch = secrets.token_hex(6)
     offset = 0
 
-    @server.on("join")
     async def join(sid: str, data: dict[str, Any]) -> None:
         room = str(data["room"])
         await server.enter_room(sid, room)
@@ -71,7 +70,6 @@ def build(sender: Member, redis_url: str | None) -> socketio.ASGIApp:
         )
         await server.emit("joined", msgspec.to_builtins(joined), to=sid)
 
-    @server.on("broadcast")
     async def broadcast(sid: str, data: dict[str, Any]) -> None:
         nonlocal offset
         # Checked as lophoc and the websockets peer check a command; the
@@ -91,6 +89,10 @@ def build(sender: Member, redis_url: str | None) -> socketio.ASGIApp:
         ack = Ack(id=command.id, room=command.room, offset=offset)
         await server.emit("ack", msgspec.to_builtins(ack), to=sid)
 
+    # Registered by call, not as decorators: socketio has no type hints, and
+    # its decorator would hide the handlers' own.
+    server.on("join", join)
+    server.on("broadcast", broadcast)
     return socketio.ASGIApp(server, socketio_path="socket.io")
 
 

@@ -120,7 +120,7 @@ async def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict[st
         settled = await quiet(workers)
         await asyncio.sleep(args.settle)
         after = rss_bytes(pid)
-        result = {
+        result: dict[str, Any] = {
             "server": name,
             "connected": connected,
             "errors": errors[:5],

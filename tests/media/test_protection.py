@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 import pytest
 
@@ -249,7 +250,7 @@ async def test_a_lossy_viewer_loses_video_keeps_audio_and_gets_video_back(
         await room.set_speakers(["host"])
         room.set_video({name: [("host", VideoKind.CAMERA)] for name in notices})
         for peer in joined_also:
-            await eventually(lambda p=peer: p.seen.sees(RED), 8.0, "the camera")
+            await eventually(partial(peer.seen.sees, RED), 8.0, "the camera")
             await hears(peer, TONE)
 
         weak.lose(LOSS)
@@ -334,9 +335,7 @@ async def test_a_lossy_viewer_of_two_layers_steps_down_twice_and_up_twice(
 
         start = time.monotonic()
         for peer in (weak, steady):
-            await eventually(
-                lambda p=peer: sized(p, SIZE, start), 8.0, "the full layer"
-            )
+            await eventually(partial(sized, peer, SIZE, start), 8.0, "the full layer")
         assert room.video_layers("weak") == 2
 
         weak.lose(LOSS)

@@ -15,6 +15,7 @@ from rooms.audit import (
     Checkpoint,
     LogEntry,
     LogHeader,
+    Value,
     public_key_hex,
     verify,
 )
@@ -61,7 +62,7 @@ def test_a_changed_entry_with_a_new_hash_still_breaks_the_chain() -> None:
     """Rehashing a changed entry breaks the link to the next and the checkpoint."""
     entries, checkpoints = build()
     old = entries[11]
-    data = {"item": "i12", "n": 99}
+    data: dict[str, Value] = {"item": "i12", "n": 99}
     from rooms.audit import entry_hash
 
     forged = entry_hash(old.prev, old.seq, old.at, old.room, old.kind, old.actor, data)

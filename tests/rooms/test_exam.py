@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from client_sdk.protocol import ErrorCode
+from client_sdk.protocol import AttemptState, ErrorCode
 from rooms.errors import Refused
-from rooms.exam import AttemptState, Exam, ExamRules
+from rooms.exam import Exam, ExamRules
 
 OPEN = 1_800_000_000_000
 MINUTE = 60_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from client_sdk.protocol import ItemKind
 from rooms.exam_paper import (
-    ItemKind,
     grade,
     parse_paper,
     seed_for,

@@ -26,13 +26,12 @@ from client_sdk.protocol import (
     WatchExam,
 )
 from rooms import proctoring
-from rooms.audit import CHECKPOINT_EVERY
+from rooms.audit import CHECKPOINT_EVERY, LogEntry
 from rooms.errors import Refused
 from rooms.exam_room import (
     SIGNAL_QUIET_MS,
     ExamAction,
     ExamDesk,
-    LogEntry,
     SpokenAnswer,
 )
 from rooms.exam_setup import parse_exam

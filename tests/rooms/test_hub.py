@@ -194,11 +194,11 @@ async def test_new_writer_rebuilds_and_marks_ghosts(
     b = await start_hub(redis_url, redis_url, tmp_path, "node-b")
     try:
         reply = await b.submit("r", JoinRoom(STUDENT, "s3"))
-        frames = await b.store.read("r", reply.epoch, 0, reply.offset)  # type: ignore[union-attr]
+        assert isinstance(reply, JoinReply)
+        frames = await b.store.read("r", reply.epoch, 0, reply.offset)
     finally:
         await stop_hub(b)
 
-    assert isinstance(reply, JoinReply)
     assert frames is not None
     assert len(frames) == reply.offset == 5
     assert [m.user for s in reply.roster for c in s.classes for m in c.members] == ["s"]
@@ -227,10 +227,9 @@ async def test_join_reply_lists_the_member(embedded: Hub) -> None:
     reply = await embedded.submit("r", JoinRoom(TEACHER, "s1"))
 
     assert isinstance(reply, JoinReply)
-    assert isinstance(
-        (await embedded.history("r", reply.epoch, 0, 1) or [None])[0].decode(),  # type: ignore[union-attr]
-        MemberJoined,
-    )
+    history = await embedded.history("r", reply.epoch, 0, 1)
+    assert history is not None
+    assert isinstance(history[0].decode(), MemberJoined)
 
 
 async def test_idle_empty_room_releases_its_lease(

@@ -8,11 +8,13 @@ import pytest
 from client_sdk.protocol import (
     ActivityChanged,
     Answer,
+    AnswerValue,
     AskQuestion,
     CloseQuestion,
     EndLesson,
     ErrorCode,
     LeaveReason,
+    LessonCommand,
     Member,
     MemberLeft,
     QuestionClosed,
@@ -26,7 +28,7 @@ from client_sdk.protocol import (
 from rooms.errors import Refused
 from rooms.lesson import GRACE_MS, Lesson
 from rooms.plan import parse_plan
-from rooms.room import Decision, JoinRoom, LessonAction, Room, Tick
+from rooms.room import Decision, JoinRoom, LessonAction, Room, RoomCommand, Tick
 
 PLAN = """
 title: Unit 5 - Food
@@ -74,13 +76,15 @@ class Clock:
         return self.now
 
 
-def apply(room: Room, command, now: int) -> Decision:
+def apply(room: Room, command: RoomCommand, now: int) -> Decision:
     decision = room.decide(command, now)
     room.apply(decision)
     return decision
 
 
-def act(room: Room, actor: Member, command, now: int, rtt: int = 0) -> Decision:
+def act(
+    room: Room, actor: Member, command: LessonCommand, now: int, rtt: int = 0
+) -> Decision:
     return apply(room, LessonAction(actor, command, now, rtt), now)
 
 
@@ -105,7 +109,9 @@ def open_first_question(room: Room, clock: Clock) -> QuestionOpened:
     return event
 
 
-def answer(room: Room, who: Member, value, at: int, rtt: int = 0, id: str = "x"):
+def answer(
+    room: Room, who: Member, value: AnswerValue, at: int, rtt: int = 0, id: str = "x"
+) -> Decision:
     command = Answer(id=f"{who.user}-{id}", room="lesson-1", number=1, value=value)
     return act(room, who, command, at, rtt)
 
@@ -220,8 +226,7 @@ def test_deadline_closes_the_question_at_closes_at_plus_grace(room: Room) -> Non
 def test_reveal_gives_counts_leaderboards_and_results(room: Room) -> None:
     """The reveal carries the key, counts by school, boards, and each result."""
     clock = Clock()
-    event = open_first_question(room, clock)
-    opens = event.opens_at
+    opens = open_first_question(room, clock).opens_at
     answer(room, student("a1", "A"), 0, opens)
     answer(room, student("a2", "A"), 1, opens + 100)
     answer(room, student("b1", "B"), 0, opens + 10_000)
