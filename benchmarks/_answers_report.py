@@ -269,7 +269,7 @@ def warnings_for(result: dict[str, Any], students: int, cores: int) -> list[str]
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Each lophoc row over the echo row: p50, p99 and answers per second."""
+    """Each lophoc row over the echo row: p50, p99, answers per second, CPU."""
     echo = next((r for r in results if r["server"] == "echo"), None)
     found: dict[str, dict[str, float | None]] = {}
     if echo is None:
@@ -281,6 +281,9 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
             "p50": ratio(result["p50_ms"], echo["p50_ms"]),
             "p99": ratio(result["p99_ms"], echo["p99_ms"]),
             "answers_per_s": ratio(result["answers_per_s"], echo["answers_per_s"]),
+            "cpu_per_answer": ratio(
+                result["server_us_per_answer"], echo["server_us_per_answer"]
+            ),
         }
     return found
 

@@ -232,6 +232,8 @@ async def start_server(name: str, secret: str, workdir: Path) -> Server:
 
     redis = None
     command = [*serve_command(port, workdir / name), "--log-level", "warning"]
+    if name == "lophoc-memory":
+        command += ["--store", "memory://"]
     if name == "lophoc-redis":
         redis, redis_port = await start_redis(workdir)
         command += ["--store", f"redis://{HOST}:{redis_port}/0"]

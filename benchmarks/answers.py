@@ -19,6 +19,9 @@ clients on the same machine:
 ``lophoc(redis)``
     the same with ``--store redis://``, on a redis-server started here
     without persistence (``--save "" --appendonly no``).
+``lophoc(memory)`` (only when named in ``--servers``)
+    the same with ``--store memory://``: answers are kept in the process
+    only, so the difference to the rows above is what storing them costs.
 ``echo``
     a ``websockets.asyncio.server.serve`` server that sends every frame
     back. The clients send it the same join and answer frames, at the same
@@ -121,11 +124,15 @@ from client_sdk.protocol import Role
 from server.auth import mint
 
 RESULTS = ROOT / "benchmarks" / "results" / "answers.json"
-SERVERS = ("lophoc-sqlite", "lophoc-redis", "echo")
+SERVERS = ("lophoc-sqlite", "lophoc-redis", "echo", "lophoc-memory")
+#: Run unless ``--servers`` says otherwise: ``lophoc-memory`` stores nothing
+#: that outlives the process and is there to tell the store's share apart.
+DEFAULT_SERVERS = SERVERS[:3]
 LABELS = {
     "lophoc-sqlite": "lophoc(sqlite)",
     "lophoc-redis": "lophoc(redis)",
     "echo": "echo",
+    "lophoc-memory": "lophoc(memory)",
 }
 
 #: How long the received-frame count must stay still for the join storm
@@ -331,7 +338,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=200,
         help="students connecting and joining at a time",
     )
-    add_servers(parser, SERVERS)
+    add_servers(parser, SERVERS, DEFAULT_SERVERS)
     parser.add_argument(
         "--rounds",
         type=int,
