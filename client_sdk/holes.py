@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 ASK_AGAIN: Final = 0.2
 #: Seconds a hole may hold the picture up before the frames waiting on it
 #: are dropped and a keyframe asked for. A retransmission that has not come
-#: by then is not coming: the server keeps the last 128 packets it sent.
+#: by then is unlikely to: senders keep their packets for about that long
+#: (aiortc's last 128, a second or more of video).
 GIVE_UP: Final = 1.0
 
 _SEQ_MOD: Final = 1 << 16

@@ -1,4 +1,8 @@
-"""A video packet lost twice: the SDK asks again, then gives up on it in time."""
+"""A video packet lost twice: asked for again, then given up on in time.
+
+At an SDK viewer for a loss on its own link, at the relay for a loss on a
+publisher's link, one stream or one simulcast layer.
+"""
 
 from __future__ import annotations
 
