@@ -70,7 +70,7 @@ def _to_yuv(colour: Colour) -> tuple[int, int, int]:
     y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
     u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
     v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
-    return tuple(max(0, min(255, round(c))) for c in (y, u, v))  # type: ignore[return-value]
+    return _channels(y, u, v)
 
 
 def _to_rgb(y: int, u: int, v: int) -> Colour:
@@ -78,7 +78,16 @@ def _to_rgb(y: int, u: int, v: int) -> Colour:
     r = 1.164 * c + 1.596 * e
     g = 1.164 * c - 0.392 * d - 0.813 * e
     b = 1.164 * c + 2.017 * d
-    return tuple(max(0, min(255, round(x))) for x in (r, g, b))  # type: ignore[return-value]
+    return _channels(r, g, b)
+
+
+def _channels(a: float, b: float, c: float) -> Colour:
+    """Three channel values rounded and clamped to 0..255."""
+    return _channel(a), _channel(b), _channel(c)
+
+
+def _channel(value: float) -> int:
+    return max(0, min(255, round(value)))
 
 
 class PatternTrack(MediaStreamTrack):

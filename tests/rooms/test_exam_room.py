@@ -10,6 +10,7 @@ from client_sdk.protocol import (
     AttemptState,
     ClientSignal,
     ErrorCode,
+    ExamCommand,
     ExamFetch,
     ExamState,
     IncidentKind,
@@ -56,9 +57,9 @@ def student(user: str) -> Member:
 PROCTOR = Member(user="p-1", name="P", role=Role.PROCTOR, school="", class_="")
 
 
-def act(d: ExamDesk, who: Member, command: object, now: int) -> list[LogEntry]:
+def act(d: ExamDesk, who: Member, command: ExamCommand, now: int) -> list[LogEntry]:
     """Apply one command; the log entries it wrote."""
-    return d.command(ExamAction(who, command, now), now).entries  # type: ignore[arg-type]
+    return d.command(ExamAction(who, command, now), now).entries
 
 
 def run(d: ExamDesk) -> list[LogEntry]:
