@@ -21,7 +21,12 @@ from media.relay import MediaRoom
 from media.video import VideoKind
 from tests.media.conftest import Joined
 from tests.media.peer import eventually
-from tests.media.video_peer import SIZE, CameraPeer, SimulcastCameraPeer
+from tests.media.video_peer import (
+    SIZE,
+    CameraPeer,
+    SimulcastCameraPeer,
+    drop_arriving,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,23 +105,19 @@ class LostTwice:
     they leave.
     """
 
-    def __init__(self, rtx_types: set[int]) -> None:
+    def __init__(self, sdp: str) -> None:
+        """``sdp`` negotiated the RTX payload types (RFC 4588) to tell apart."""
         self.lost: int | None = None
         self.retransmissions_lost = 0
         self._retransmissions = 0
         self._armed = False
         self._ssrc: int | None = None
-        self._rtx_types = rtx_types
+        self._rtx_types = {int(t) for t in re.findall(r"a=rtpmap:(\d+) rtx/", sdp)}
+        assert self._rtx_types, "no retransmission stream negotiated"
 
     def on_arrival(self, transport: RTCDtlsTransport) -> None:
         """Lose packets as they arrive at ``transport``, decrypted."""
-        handle = transport._handle_rtp_data
-
-        async def arrived(data: bytes, arrival_time_ms: int) -> None:
-            if not self._drops(data):
-                await handle(data, arrival_time_ms)
-
-        setattr(transport, "_handle_rtp_data", arrived)  # noqa: B010
+        drop_arriving(transport, self._drops)
 
     def on_departure(self, transport: RTCDtlsTransport) -> None:
         """Lose packets as they leave ``transport``, before encryption."""
@@ -160,9 +161,7 @@ async def watching(
     room.set_video({"viewer": [("host", VideoKind.CAMERA)]})
     await eventually(lambda: viewer.seen.sees(RED), 8.0, "the host's camera")
     peer = host if weak == "host" else viewer
-    sdp = peer.pc.remoteDescription.sdp
-    link = LostTwice({int(t) for t in re.findall(r"a=rtpmap:(\d+) rtx/", sdp)})
-    assert link._rtx_types, "no retransmission stream negotiated"
+    link = LostTwice(peer.pc.remoteDescription.sdp)
     transport = peer.pc.getTransceivers()[0].sender.transport
     if weak == "host":
         link.on_departure(transport)
@@ -235,12 +234,7 @@ async def test_a_simulcast_layer_whose_retransmission_is_lost_is_asked_again(
         return any((p.width, p.height) == SIZE for p in pictures)
 
     await eventually(full, 8.0, "the full layer")
-    link = LostTwice(
-        {
-            int(t)
-            for t in re.findall(r"a=rtpmap:(\d+) rtx/", host.pc.localDescription.sdp)
-        }
-    )
+    link = LostTwice(host.pc.localDescription.sdp)
     camera = host.pc.getTransceivers()[0].sender
     link.on_departure(camera.transport)
     await asyncio.sleep(1.0)

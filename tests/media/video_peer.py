@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aiortc import (
@@ -130,14 +131,28 @@ class CameraPeer(HandSignaled):
             self._spawn(watching)
 
 
+def drop_arriving(transport: RTCDtlsTransport, drops: Callable[[bytes], bool]) -> None:
+    """Drop each RTP packet ``drops`` says, where ``transport`` decrypted it.
+
+    No receiver sees a dropped packet: the receivers ask for
+    retransmissions, count the losses in their reports, and the decoders get
+    what is left, as on a lossy network. RTCP goes through.
+    """
+    handle = transport._handle_rtp_data
+
+    async def arrived(data: bytes, arrival_time_ms: int) -> None:
+        if not drops(data):
+            await handle(data, arrival_time_ms)
+
+    # aiortc's transport calls this for each RTP packet it decrypts.
+    setattr(transport, "_handle_rtp_data", arrived)  # noqa: B010
+
+
 class PacketLoss:
     """Makes a peer connection's link drop a share of the RTP packets it gets.
 
-    Packets are dropped where the DTLS transport has decrypted them, before
-    any receiver sees them: the receivers ask for retransmissions, count the
-    losses in their reports, and the decoders get what is left, as on a
-    lossy network. RTCP goes through. Seeded: the same packets are lost on
-    every run.
+    Packets are dropped as :func:`drop_arriving` does. Seeded: the same
+    packets are lost on every run.
     """
 
     def __init__(self, pc: RTCPeerConnection, seed: str) -> None:
@@ -156,20 +171,14 @@ class PacketLoss:
             transport = transceiver.receiver.transport
             if transport is not None and transport not in self._lossy:
                 self._lossy.add(transport)
-                self._drop_on(transport)
+                drop_arriving(transport, self._drops)
 
-    def _drop_on(self, transport: RTCDtlsTransport) -> None:
-        handle = transport._handle_rtp_data
-
-        async def arrived(data: bytes, arrival_time_ms: int) -> None:
-            self.arrived += 1
-            if self._random.random() < self._share:
-                self.dropped += 1
-                return
-            await handle(data, arrival_time_ms)
-
-        # aiortc's transport calls this for each RTP packet it decrypts.
-        setattr(transport, "_handle_rtp_data", arrived)  # noqa: B010
+    def _drops(self, data: bytes) -> bool:
+        self.arrived += 1
+        if self._random.random() < self._share:
+            self.dropped += 1
+            return True
+        return False
 
 
 class SoundAndPicturePeer(TonePeer):
