@@ -2,7 +2,7 @@
 
 Each server under test runs as its own process, started here on a free port
 of the loopback interface: ``lophoc serve`` with its SQLite store or with a
-redis-server of its own, or the echo server below. The lesson is the same
+redis-server of its own, or one of the two echo servers below. The lesson is the same
 on both lophoc rows: linked classes of several schools and a quiz with one
 question per round; the students' join tokens are minted here rather than
 through the API, which is not what is measured.
@@ -107,7 +107,69 @@ def echo_main(port: int) -> None:
     uvloop.run(echo_serve(port))
 
 
+async def uvicorn_echo(
+    scope: dict[str, Any],
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """An ASGI application that sends every frame back, as lophoc sends.
+
+    Served by uvicorn with lophoc's :class:`~server.transport.FrameProtocol`,
+    it writes each echo as a frame straight to the connection while that is
+    open for frames, and through ASGI otherwise: a lophoc session's way of
+    sending, with none of lophoc's work in between.
+    """
+    from server.transport import Framer, frame_protocol
+
+    if scope["type"] != "websocket":
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept", "subprotocol": MSGPACK_SUBPROTOCOL})
+    protocol, framer = frame_protocol(scope), Framer()
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        payload = message.get("bytes")
+        if payload is None:
+            await send({"type": "websocket.send", "text": message.get("text")})
+        elif protocol is not None and protocol.open_for_frames():
+            protocol.write_frame(framer.frame(payload, binary=True))
+        else:
+            await send({"type": "websocket.send", "bytes": payload})
+
+
+def uvicorn_echo_main(port: int) -> None:
+    """Entry point of the uvicorn echo server: lophoc's uvicorn settings."""
+    raise_open_files_limit()
+    import uvicorn
+
+    from server.transport import FrameProtocol
+
+    uvicorn.run(
+        uvicorn_echo,
+        host=HOST,
+        port=port,
+        ws=FrameProtocol,
+        ws_max_size=65_536,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        ws_per_message_deflate=False,
+        access_log=False,
+        log_level="warning",
+        lifespan="off",
+        backlog=2048,
+    )
+
+
 # Servers -------------------------------------------------------------------
+
+
+#: The echo servers by row name, and the function each one's process runs.
+ECHOES: dict[str, Callable[[int], None]] = {
+    "echo": echo_main,
+    "echo-uvicorn": uvicorn_echo_main,
+}
 
 
 @dataclass
@@ -210,9 +272,9 @@ async def start_server(name: str, secret: str, workdir: Path) -> Server:
     """Start server ``name`` (and its redis) and wait until it accepts."""
     port = free_port()
     log = workdir / f"{name}.log"
-    if name == "echo":
+    if name in ECHOES:
         context = multiprocessing.get_context("spawn")
-        process = context.Process(target=echo_main, args=(port,), daemon=True)
+        process = context.Process(target=ECHOES[name], args=(port,), daemon=True)
         process.start()
 
         async def stop_echo() -> None:
@@ -227,7 +289,7 @@ async def start_server(name: str, secret: str, workdir: Path) -> Server:
             await stop_echo()
             raise
         if process.pid is None:
-            raise RuntimeError("the echo server process has no pid")
+            raise RuntimeError(f"the {name} server process has no pid")
         return Server(name, port, process.pid, stop_echo, log)
 
     redis = None

@@ -27,6 +27,12 @@ clients on the same machine:
     back. The clients send it the same join and answer frames, at the same
     moments, and take the echo of an answer as its ack. It stores and checks
     nothing: the floor for a Python WebSocket server on this machine.
+``echo(uvicorn)`` (only when named in ``--servers``)
+    the same echo as an ASGI application served the way lophoc is served:
+    uvicorn with lophoc's frame protocol, each echo written straight to the
+    connection as a session writes its acks. Between it and the echo is
+    what the web server costs; between it and ``lophoc(memory)``, what
+    lophoc's own work on an answer costs.
 
 Reported per row: answers acknowledged, and for lophoc, stored exactly once
 with the value sent (read back from the lesson report, as a teacher would);
@@ -100,6 +106,7 @@ from _answers_report import (
     warnings_for,
 )
 from _answers_servers import (
+    ECHOES,
     LESSON_ID,
     ROOT,
     Server,
@@ -124,15 +131,17 @@ from client_sdk.protocol import Role
 from server.auth import mint
 
 RESULTS = ROOT / "benchmarks" / "results" / "answers.json"
-SERVERS = ("lophoc-sqlite", "lophoc-redis", "echo", "lophoc-memory")
+SERVERS = ("lophoc-sqlite", "lophoc-redis", "echo", "lophoc-memory", "echo-uvicorn")
 #: Run unless ``--servers`` says otherwise: ``lophoc-memory`` stores nothing
-#: that outlives the process and is there to tell the store's share apart.
+#: that outlives the process and ``echo-uvicorn`` is lophoc's web server
+#: alone; they are there to tell the store's and uvicorn's shares apart.
 DEFAULT_SERVERS = SERVERS[:3]
 LABELS = {
     "lophoc-sqlite": "lophoc(sqlite)",
     "lophoc-redis": "lophoc(redis)",
     "echo": "echo",
     "lophoc-memory": "lophoc(memory)",
+    "echo-uvicorn": "echo(uvicorn)",
 }
 
 #: How long the received-frame count must stay still for the join storm
@@ -196,7 +205,7 @@ async def burst(
     server: Server, workers: Workers, host: Host, index: int, args: argparse.Namespace
 ) -> Burst:
     """Round ``index``: open a question and have every student answer it."""
-    lophoc = server.name != "echo"
+    lophoc = server.name not in ECHOES
     if lophoc:
         opened = await host.ask(index)
         opens_at, number = opened.opens_at, opened.question.number
@@ -240,7 +249,7 @@ async def run_server(
     name: str, args: argparse.Namespace, secret: str, workdir: Path
 ) -> dict[str, Any]:
     """Fill one server's room, run the burst, check the report; the result."""
-    lophoc = name != "echo"
+    lophoc = name not in ECHOES
     print(f"{LABELS[name]}: starting", flush=True)
     server = await start_server(name, secret, workdir)
     workers = start_workers(args.workers)

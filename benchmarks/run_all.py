@@ -117,9 +117,10 @@ def commands(args: argparse.Namespace) -> dict[str, list[str]]:
             str(args.students),
             "--rounds",
             str(args.rounds + 1),
-            # With the row that stores nothing: what storage adds.
+            # With the row that stores nothing and the echo through
+            # uvicorn: what storage adds, and what the web server costs.
             "--servers",
-            "lophoc-sqlite,lophoc-redis,lophoc-memory,echo",
+            "lophoc-sqlite,lophoc-redis,lophoc-memory,echo-uvicorn,echo",
             "--output",
             str(RESULTS / "answers.json"),
         ],
@@ -361,8 +362,9 @@ def summary() -> list[dict[str, Any]]:
     answers = load("answers")
     for name, found in (answers or {}).get("ratios", {}).items():
         value = found.get("p99")
-        # A row that stores nothing only shows what storing costs the others.
-        stores = name != "lophoc(memory)"
+        # A row that stores nothing only shows what storing costs the
+        # others; the echo through uvicorn, what the web server costs.
+        stores = name not in ("lophoc(memory)", "echo(uvicorn)")
         rows.append(
             row(
                 "answer burst",
