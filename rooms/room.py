@@ -16,7 +16,7 @@ which it hands the lesson's commands.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -28,7 +28,6 @@ from client_sdk.protocol import (
     AskQuestion,
     AwayMember,
     BroadcastEvent,
-    ClassRoster,
     CloseQuestion,
     Departure,
     DrillEnded,
@@ -68,6 +67,7 @@ from .errors import Refused
 from .exam_room import ExamAction, ExamDesk, ExamOutcome, ExamReplyMessage
 from .exam_setup import ExamSetup
 from .lesson import AnswerRecord, HostAction, Lesson
+from .roster import Roster
 from .turns import Turns
 
 #: Command and event classes of turns, for dispatch with ``isinstance``.
@@ -191,6 +191,8 @@ class Room:
         self.members: dict[str, Member] = {}
         self.sessions: dict[str, set[str]] = {}
         self.away: dict[str, AwayMember] = {}
+        #: ``members`` and ``away`` grouped and sorted, kept as they change.
+        self._roster = Roster()
         self.removed: set[str] = set()
         self.exam = ExamDesk(exam, self.sessions) if exam is not None else None
         #: Students and classroom devices that may be present at once.
@@ -418,6 +420,7 @@ class Room:
         self.members[member.user] = member
         self.sessions.setdefault(member.user, set())
         self.away.pop(member.user, None)
+        self._roster.place(member.user, member, None)
 
     def _depart(self, user: str, reason: LeaveReason, at: int) -> None:
         member = self.members.pop(user, None)
@@ -428,6 +431,7 @@ class Room:
             member = self.away[user].member
         if member is not None:
             self.away[user] = AwayMember(member, reason, at)
+        self._roster.place(user, None, self.away.get(user))
         if reason is LeaveReason.REMOVED:
             self.removed.add(user)
 
@@ -461,7 +465,7 @@ class Room:
         Each class lists who is present and who has gone away (left,
         dropped or removed), so a teacher sees who is missing.
         """
-        return group_roster(self.members.values(), self.away.values())
+        return self._roster.snapshot()
 
     def _decide_join(self, command: JoinRoom, now: int) -> Decision:
         member = command.member
@@ -543,34 +547,3 @@ def _merge(decision: Decision, outcome: ExamOutcome) -> Decision:
     decision.reply = outcome.reply
     decision.duplicate = outcome.duplicate
     return decision
-
-
-def group_roster(
-    members: Iterable[Member], away: Iterable[AwayMember] = ()
-) -> list[SchoolRoster]:
-    """Group ``members`` and ``away`` by school and class, each level sorted."""
-    here: dict[str, dict[str, list[Member]]] = {}
-    gone: dict[str, dict[str, list[AwayMember]]] = {}
-    for member in members:
-        here.setdefault(member.school, {}).setdefault(member.class_, []).append(member)
-    for entry in away:
-        m = entry.member
-        gone.setdefault(m.school, {}).setdefault(m.class_, []).append(entry)
-        here.setdefault(m.school, {}).setdefault(m.class_, [])
-    return [
-        SchoolRoster(
-            school=school,
-            classes=[
-                ClassRoster(
-                    class_=name,
-                    members=sorted(people, key=lambda m: (m.name, m.user)),
-                    away=sorted(
-                        gone.get(school, {}).get(name, []),
-                        key=lambda a: (a.member.name, a.member.user),
-                    ),
-                )
-                for name, people in sorted(classes.items())
-            ],
-        )
-        for school, classes in sorted(here.items())
-    ]

@@ -1,0 +1,159 @@
+"""A room's roster, kept grouped and sorted as people come and go.
+
+Every non-recovered ``joined`` reply carries the whole roster: who is
+present and who has gone away, by school and by class, each class sorted by
+name. Grouping and sorting the room afresh for each join costs the room's
+size per join, so a room of thousands filling up (the start of a linked
+lesson, or everyone rejoining after a failover) would cost the square of
+its size. :class:`Roster` instead keeps each class's two lists sorted as
+people arrive and leave, and rebuilds the roster objects of a class only
+when that class changed: a join costs its own class, not the room.
+
+The objects :meth:`Roster.snapshot` returns are shared between snapshots
+and must not be changed; they are frozen structs whose lists are copies
+that nothing here touches again.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from client_sdk.protocol import AwayMember, ClassRoster, Member, SchoolRoster
+
+#: Where a person stands in their class's lists: by name, then user.
+SortKey = tuple[str, str]
+
+
+def _member_key(member: Member) -> SortKey:
+    return (member.name, member.user)
+
+
+def _away_key(away: AwayMember) -> SortKey:
+    return (away.member.name, away.member.user)
+
+
+@dataclass(slots=True)
+class _Class:
+    """One class's present and away lists, and its roster while unchanged."""
+
+    present: list[Member] = field(default_factory=list)
+    away: list[AwayMember] = field(default_factory=list)
+    view: ClassRoster | None = None
+
+
+@dataclass(slots=True)
+class _School:
+    """One school's classes, and its roster while none of them changed."""
+
+    classes: dict[str, _Class] = field(default_factory=dict)
+    view: SchoolRoster | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a user's entry is: which school and class, which list, what key."""
+
+    school: str
+    class_: str
+    present: bool
+    order: SortKey
+
+
+class Roster:
+    """Who is present and who has gone away, by school and class, sorted."""
+
+    __slots__ = ("_places", "_schools", "_snapshot")
+
+    def __init__(self) -> None:
+        self._schools: dict[str, _School] = {}
+        self._places: dict[str, _Place] = {}
+        self._snapshot: list[SchoolRoster] | None = None
+
+    def __len__(self) -> int:
+        """People on the roster, present or away."""
+        return len(self._places)
+
+    def place(self, user: str, present: Member | None, away: AwayMember | None) -> None:
+        """Put ``user`` where they now are: present, away, or nowhere.
+
+        ``present`` and ``away`` are what the room holds for ``user`` now;
+        at most one of them is given. Whatever the roster held for ``user``
+        before is replaced, so a member whose name or class changed moves.
+        """
+        if present is not None and away is not None:
+            raise ValueError(f"{user} cannot be present and away at once")
+        self._take_out(user)
+        if present is not None:
+            entry = self._touch(present.school, present.class_)
+            bisect.insort(entry.present, present, key=_member_key)
+            self._places[user] = _Place(
+                present.school, present.class_, True, _member_key(present)
+            )
+        elif away is not None:
+            member = away.member
+            entry = self._touch(member.school, member.class_)
+            bisect.insort(entry.away, away, key=_away_key)
+            self._places[user] = _Place(
+                member.school, member.class_, False, _away_key(away)
+            )
+
+    def snapshot(self) -> list[SchoolRoster]:
+        """The roster: schools sorted, their classes sorted, each class by name."""
+        if self._snapshot is None:
+            self._snapshot = [
+                self._school_view(name, self._schools[name])
+                for name in sorted(self._schools)
+            ]
+        return list(self._snapshot)
+
+    # Internals ---------------------------------------------------------------
+
+    def _touch(self, school: str, class_: str) -> _Class:
+        """The class's lists, made if new, its cached rosters dropped."""
+        held = self._schools.get(school)
+        if held is None:
+            held = self._schools[school] = _School()
+        entry = held.classes.get(class_)
+        if entry is None:
+            entry = held.classes[class_] = _Class()
+        entry.view = None
+        held.view = None
+        self._snapshot = None
+        return entry
+
+    def _take_out(self, user: str) -> None:
+        place = self._places.pop(user, None)
+        if place is None:
+            return
+        entry = self._touch(place.school, place.class_)
+        if place.present:
+            index = bisect.bisect_left(entry.present, place.order, key=_member_key)
+            del entry.present[index]
+        else:
+            index = bisect.bisect_left(entry.away, place.order, key=_away_key)
+            del entry.away[index]
+        if not entry.present and not entry.away:
+            held = self._schools[place.school]
+            del held.classes[place.class_]
+            if not held.classes:
+                del self._schools[place.school]
+
+    def _school_view(self, name: str, held: _School) -> SchoolRoster:
+        if held.view is None:
+            held.view = SchoolRoster(
+                school=name,
+                classes=[
+                    self._class_view(class_, held.classes[class_])
+                    for class_ in sorted(held.classes)
+                ],
+            )
+        return held.view
+
+    @staticmethod
+    def _class_view(name: str, entry: _Class) -> ClassRoster:
+        if entry.view is None:
+            entry.view = ClassRoster(
+                class_=name, members=list(entry.present), away=list(entry.away)
+            )
+        return entry.view
