@@ -467,6 +467,10 @@ class Room:
         """
         return self._roster.snapshot()
 
+    def encoded_roster(self) -> msgspec.Raw:
+        """:meth:`roster` as MessagePack, re-encoding only changed classes."""
+        return self._roster.encoded()
+
     def _decide_join(self, command: JoinRoom, now: int) -> Decision:
         member = command.member
         if member.user in self.removed:

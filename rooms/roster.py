@@ -9,6 +9,13 @@ its size. :class:`Roster` instead keeps each class's two lists sorted as
 people arrive and leave, and rebuilds the roster objects of a class only
 when that class changed: a join costs its own class, not the room.
 
+Encoding is kept the same way. :meth:`Roster.encoded` is the roster as
+MessagePack, made from each class's own encoding, which is made again only
+when that class changed; a joining connection's ``joined`` frame embeds
+those bytes as they are, on this node or, forwarded, on another. A JSON
+client's copy is made on its own node by :class:`JsonRosters`, which keeps
+the JSON of each class it has seen and converts only classes it has not.
+
 The objects :meth:`Roster.snapshot` returns are shared between snapshots
 and must not be changed; they are frozen structs whose lists are copies
 that nothing here touches again.
@@ -19,10 +26,32 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+import msgspec
+
 from client_sdk.protocol import AwayMember, ClassRoster, Member, SchoolRoster
 
 #: Where a person stands in their class's lists: by name, then user.
 SortKey = tuple[str, str]
+
+
+class _EncodedSchool(msgspec.Struct):
+    """A :class:`SchoolRoster` whose classes are encoded: the same bytes."""
+
+    school: str
+    classes: list[msgspec.Raw]
+
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
+_schools_decoder = msgspec.msgpack.Decoder(list[_EncodedSchool])
+_class_decoder = msgspec.msgpack.Decoder(ClassRoster)
+_roster_decoder = msgspec.msgpack.Decoder(list[SchoolRoster])
+
+
+def decode_roster(encoded: msgspec.Raw | bytes) -> list[SchoolRoster]:
+    """The roster that :meth:`Roster.encoded` encoded."""
+    roster: list[SchoolRoster] = _roster_decoder.decode(encoded)
+    return roster
 
 
 def _member_key(member: Member) -> SortKey:
@@ -40,6 +69,8 @@ class _Class:
     present: list[Member] = field(default_factory=list)
     away: list[AwayMember] = field(default_factory=list)
     view: ClassRoster | None = None
+    #: ``view`` as MessagePack.
+    frame: msgspec.Raw | None = None
 
 
 @dataclass(slots=True)
@@ -63,12 +94,13 @@ class _Place:
 class Roster:
     """Who is present and who has gone away, by school and class, sorted."""
 
-    __slots__ = ("_places", "_schools", "_snapshot")
+    __slots__ = ("_encoded", "_places", "_schools", "_snapshot")
 
     def __init__(self) -> None:
         self._schools: dict[str, _School] = {}
         self._places: dict[str, _Place] = {}
         self._snapshot: list[SchoolRoster] | None = None
+        self._encoded: msgspec.Raw | None = None
 
     def __len__(self) -> int:
         """People on the roster, present or away."""
@@ -107,6 +139,22 @@ class Roster:
             ]
         return list(self._snapshot)
 
+    def encoded(self) -> msgspec.Raw:
+        """:meth:`snapshot` as MessagePack, from the classes' own encodings."""
+        if self._encoded is None:
+            schools = [
+                _EncodedSchool(
+                    name,
+                    [
+                        self._class_frame(class_, held.classes[class_])
+                        for class_ in sorted(held.classes)
+                    ],
+                )
+                for name, held in sorted(self._schools.items())
+            ]
+            self._encoded = msgspec.Raw(_msgpack_encoder.encode(schools))
+        return self._encoded
+
     # Internals ---------------------------------------------------------------
 
     def _touch(self, school: str, class_: str) -> _Class:
@@ -118,8 +166,10 @@ class Roster:
         if entry is None:
             entry = held.classes[class_] = _Class()
         entry.view = None
+        entry.frame = None
         held.view = None
         self._snapshot = None
+        self._encoded = None
         return entry
 
     def _take_out(self, user: str) -> None:
@@ -157,3 +207,39 @@ class Roster:
                 class_=name, members=list(entry.present), away=list(entry.away)
             )
         return entry.view
+
+    @classmethod
+    def _class_frame(cls, name: str, entry: _Class) -> msgspec.Raw:
+        if entry.frame is None:
+            view = cls._class_view(name, entry)
+            entry.frame = msgspec.Raw(_msgpack_encoder.encode(view))
+        return entry.frame
+
+
+class JsonRosters:
+    """Encoded rosters of one room as JSON, converted class by class.
+
+    The JSON of each class is kept, by its MessagePack bytes, until a
+    roster without that class comes: in a room filling up, each roster
+    differs from the last in a class or two, and only those are converted.
+    """
+
+    __slots__ = ("_classes",)
+
+    def __init__(self) -> None:
+        self._classes: dict[bytes, msgspec.Raw] = {}
+
+    def convert(self, encoded: msgspec.Raw) -> msgspec.Raw:
+        """The JSON of the roster that ``encoded`` holds as MessagePack."""
+        kept: dict[bytes, msgspec.Raw] = {}
+        schools = _schools_decoder.decode(encoded)
+        for school in schools:
+            for index, frame in enumerate(school.classes):
+                key = bytes(frame)
+                json = kept.get(key) or self._classes.get(key)
+                if json is None:
+                    view = _class_decoder.decode(key)
+                    json = msgspec.Raw(_json_encoder.encode(view))
+                kept[key] = school.classes[index] = json
+        self._classes = kept
+        return msgspec.Raw(_json_encoder.encode(schools))

@@ -13,7 +13,6 @@ from client_sdk.protocol import (
     ExamState,
     LessonView,
     ProctorView,
-    SchoolRoster,
 )
 
 from .room import RoomCommand
@@ -24,7 +23,9 @@ class JoinReply(msgspec.Struct, tag=True, frozen=True):
 
     epoch: str
     offset: int
-    roster: list[SchoolRoster]
+    #: A list of ``SchoolRoster`` as MessagePack, embedded as it is in the
+    #: ``joined`` frame (see :mod:`rooms.roster`).
+    roster: msgspec.Raw
     lesson: LessonView | None = None
 
 

@@ -249,7 +249,7 @@ class RoomWriter:
                     return JoinReply(
                         self.room.epoch,
                         self.room.offset,
-                        self.room.roster(),
+                        self.room.encoded_roster(),
                         self.lesson_view(),
                     )
                 return reply

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
 from starlette.websockets import WebSocket
 
 from client_sdk.codec import Codec, FrameError
@@ -36,7 +37,6 @@ from client_sdk.protocol import (
     ExamCommand,
     Hello,
     Join,
-    Joined,
     Leave,
     LeaveReason,
     LessonCommand,
@@ -82,6 +82,21 @@ RATE_STRIKE_RESET = 1.0
 CLOSE_TIMEOUT = 2.0
 #: Refusals after which a join may still have reached the room's writer.
 UNSURE_ERRORS = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL})
+
+
+class JoinedFrame(msgspec.Struct, tag_field="type", omit_defaults=True, tag="joined"):
+    """:class:`Joined` with its roster encoded already, as the room made it.
+
+    The same frame on the wire: the roster's bytes are embedded as they
+    are, so a join costs the copy of the roster, not its encoding.
+    """
+
+    id: str
+    room: str
+    epoch: str
+    offset: int
+    recovered: bool
+    roster: msgspec.Raw | None = None
 
 
 @dataclass(slots=True)
@@ -691,14 +706,19 @@ class Session:
                 # The member is in the room already; a fresh snapshot is
                 # the answer that needs no history.
                 logger.warning("session %s: history of %s unreadable", self.id, room)
+        roster = None
+        if missed is None:
+            roster = joined.roster
+            if not self._codec.binary:
+                roster = self._hub.roster_json(room, roster)
         self._send(
-            Joined(
+            JoinedFrame(
                 id=command.id,
                 room=room,
                 epoch=joined.epoch,
                 offset=joined.offset,
                 recovered=missed is not None,
-                roster=None if missed is not None else joined.roster,
+                roster=roster,
             )
         )
         if missed is None and joined.lesson is not None:

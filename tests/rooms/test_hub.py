@@ -21,6 +21,7 @@ from rooms.errors import Refused
 from rooms.feed import EncodedEvent
 from rooms.hub import Hub
 from rooms.room import JoinRoom, LeaveRoom, SendBroadcast
+from rooms.roster import decode_roster
 from rooms.wire import AppendReply, JoinReply, RefusedReply
 
 TEACHER = Member(user="t", name="T", role=Role.TEACHER, school="A", class_="9A")
@@ -138,7 +139,9 @@ async def test_second_node_forwards_to_the_owner(two_nodes: tuple[Hub, Hub]) -> 
     assert a.rooms_owned == 1
     assert b.rooms_owned == 0
     assert isinstance(reply, JoinReply)
-    assert [m.members[0].user for s in reply.roster for m in s.classes] == ["t", "s"]
+    assert [
+        m.members[0].user for s in decode_roster(reply.roster) for m in s.classes
+    ] == ["t", "s"]
     assert sent == AppendReply(3)
     assert on_a.offsets == on_b.offsets == [1, 2, 3]
 
@@ -201,7 +204,12 @@ async def test_new_writer_rebuilds_and_marks_ghosts(
 
     assert frames is not None
     assert len(frames) == reply.offset == 5
-    assert [m.user for s in reply.roster for c in s.classes for m in c.members] == ["s"]
+    assert [
+        m.user
+        for s in decode_roster(reply.roster)
+        for c in s.classes
+        for m in c.members
+    ] == ["s"]
 
 
 async def test_unreachable_owner_is_unavailable(redis_url: str, tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from client_sdk.protocol import (
     AwayMember,
     ClassRoster,
     Departure,
+    Joined,
     LeaveReason,
     Member,
     MemberJoined,
@@ -20,7 +22,8 @@ from client_sdk.protocol import (
     SchoolRoster,
 )
 from rooms.room import Room
-from rooms.roster import Roster
+from rooms.roster import JsonRosters, Roster, decode_roster
+from server.session import JoinedFrame
 
 EPOCH = "e1"
 
@@ -154,6 +157,7 @@ def test_the_roster_follows_any_history(seed: int) -> None:
     schools = ["A", "B", "C"]
     classes = ["6A", "6B", "7A"]
     reasons = list(LeaveReason)
+    json = JsonRosters()
 
     def someone(user: str) -> Member:
         # Names repeat, and a returning user may come back renamed or
@@ -174,7 +178,13 @@ def test_the_roster_follows_any_history(seed: int) -> None:
                 if u not in arriving
             ]
             history.presence(list(arriving.values()), leaving)
-        assert room.roster() == grouped(room)
+        expected = grouped(room)
+        assert room.roster() == expected
+        # Made from cached classes, byte for byte what encoding it whole
+        # makes, in both subprotocols.
+        encoded = room.encoded_roster()
+        assert bytes(encoded) == msgspec.msgpack.encode(expected)
+        assert bytes(json.convert(encoded)) == msgspec.json.encode(expected)
     # The history reached both lists.
     assert room.members
     assert room.away
@@ -184,3 +194,25 @@ def test_someone_cannot_be_present_and_away_at_once() -> None:
     member = person("u1", "An", "A", "6A")
     with pytest.raises(ValueError, match="u1 cannot be present and away"):
         Roster().place("u1", member, AwayMember(member, LeaveReason.LEFT, 1))
+
+
+def test_the_joined_frame_embeds_the_encoded_roster_as_joined_would() -> None:
+    """A client decodes the server's joined frame as the protocol's Joined."""
+    room = Room("r", EPOCH)
+    history = History(room)
+    history.joined(person("u1", "An", "A", "6A"))
+    history.left("u1", LeaveReason.DISCONNECTED)
+    history.joined(person("u2", "Binh", "B", "7A"))
+    encoded = room.encoded_roster()
+    head = ("j1", "r", EPOCH, 3)
+
+    joined = Joined(*head, recovered=False, roster=room.roster())
+    frame = JoinedFrame(*head, recovered=False, roster=encoded)
+    assert msgspec.msgpack.encode(frame) == msgspec.msgpack.encode(joined)
+    as_json = JoinedFrame(*head, recovered=False, roster=JsonRosters().convert(encoded))
+    assert msgspec.json.encode(as_json) == msgspec.json.encode(joined)
+    # A recovered join carries no roster at all.
+    assert msgspec.msgpack.encode(
+        JoinedFrame(*head, recovered=True)
+    ) == msgspec.msgpack.encode(Joined(*head, recovered=True))
+    assert decode_roster(encoded) == room.roster()
