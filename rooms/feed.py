@@ -17,7 +17,6 @@ import msgspec
 
 from client_sdk.protocol import AnyNotice, Member, RoomEvent
 
-from .roster import JsonRosters
 from .store import Store
 from .wire import NoticeFrame
 
@@ -120,8 +119,6 @@ class RoomFeed:
         self._last: int | None = None
         self._pending: dict[int, bytes] = {}
         self._repair: asyncio.Task[None] | None = None
-        #: The JSON rosters of this room's joins through this node.
-        self.rosters = JsonRosters()
 
     @property
     def last(self) -> int | None:

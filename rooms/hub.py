@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client_sdk.protocol import ErrorCode
@@ -31,7 +30,6 @@ from .broker import Broker
 from .errors import BackendError, Refused, StaleWriter
 from .feed import EncodedEvent, Listener, RoomFeed
 from .room import JoinRoom, RoomCommand
-from .roster import JsonRosters
 from .store import Store
 from .wire import (
     AppendReply,
@@ -475,16 +473,6 @@ class Hub:
                 feed.start(head.epoch, head.offset)
                 self._feeds[room] = feed
             feed.listeners.add(listener)
-
-    def roster_json(self, room: str, encoded: msgspec.Raw) -> msgspec.Raw:
-        """A roster of ``room`` from a :class:`JoinReply`, as JSON.
-
-        Converted by the room's feed on this node, which keeps the JSON of
-        each class it has converted.
-        """
-        feed = self._feeds.get(room)
-        rosters = feed.rosters if feed is not None else JsonRosters()
-        return rosters.convert(encoded)
 
     async def unlisten(self, room: str, listener: Listener) -> None:
         """Stop delivering ``room`` to ``listener``."""

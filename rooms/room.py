@@ -104,6 +104,8 @@ class JoinRoom(msgspec.Struct, tag=True, frozen=True):
     session: str
     #: The connection's network address, for the proctors of an exam.
     address: str = ""
+    #: The connection speaks JSON: the reply's roster comes as JSON.
+    json: bool = False
 
 
 class LeaveRoom(msgspec.Struct, tag=True, frozen=True):
@@ -467,9 +469,9 @@ class Room:
         """
         return self._roster.snapshot()
 
-    def encoded_roster(self) -> msgspec.Raw:
-        """:meth:`roster` as MessagePack, re-encoding only changed classes."""
-        return self._roster.encoded()
+    def encoded_roster(self, json: bool = False) -> bytes:
+        """:meth:`roster` as MessagePack (or JSON), re-encoding changed classes."""
+        return self._roster.encoded(json)
 
     def _decide_join(self, command: JoinRoom, now: int) -> Decision:
         member = command.member

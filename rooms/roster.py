@@ -10,11 +10,10 @@ people arrive and leave, and rebuilds the roster objects of a class only
 when that class changed: a join costs its own class, not the room.
 
 Encoding is kept the same way. :meth:`Roster.encoded` is the roster as
-MessagePack, made from each class's own encoding, which is made again only
-when that class changed; a joining connection's ``joined`` frame embeds
-those bytes as they are, on this node or, forwarded, on another. A JSON
-client's copy is made on its own node by :class:`JsonRosters`, which keeps
-the JSON of each class it has seen and converts only classes it has not.
+MessagePack or as JSON, made from each class's own encoding, which is made
+again only when that class changed. A join asks for its connection's
+format, and the ``joined`` frame embeds the bytes of the writer's reply as
+they are, on the writer's node or, forwarded, on another.
 
 The objects :meth:`Roster.snapshot` returns are shared between snapshots
 and must not be changed; they are frozen structs whose lists are copies
@@ -43,8 +42,6 @@ class _EncodedSchool(msgspec.Struct):
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _json_encoder = msgspec.json.Encoder()
-_schools_decoder = msgspec.msgpack.Decoder(list[_EncodedSchool])
-_class_decoder = msgspec.msgpack.Decoder(ClassRoster)
 _roster_decoder = msgspec.msgpack.Decoder(list[SchoolRoster])
 
 
@@ -69,8 +66,9 @@ class _Class:
     present: list[Member] = field(default_factory=list)
     away: list[AwayMember] = field(default_factory=list)
     view: ClassRoster | None = None
-    #: ``view`` as MessagePack.
-    frame: msgspec.Raw | None = None
+    #: ``view`` as MessagePack and as JSON, once asked for.
+    msgpack: msgspec.Raw | None = None
+    json: msgspec.Raw | None = None
 
 
 @dataclass(slots=True)
@@ -100,7 +98,8 @@ class Roster:
         self._schools: dict[str, _School] = {}
         self._places: dict[str, _Place] = {}
         self._snapshot: list[SchoolRoster] | None = None
-        self._encoded: msgspec.Raw | None = None
+        #: The whole roster as MessagePack and as JSON, once asked for.
+        self._encoded: dict[bool, bytes] = {}
 
     def __len__(self) -> int:
         """People on the roster, present or away."""
@@ -139,21 +138,27 @@ class Roster:
             ]
         return list(self._snapshot)
 
-    def encoded(self) -> msgspec.Raw:
-        """:meth:`snapshot` as MessagePack, from the classes' own encodings."""
-        if self._encoded is None:
+    def encoded(self, json: bool = False) -> bytes:
+        """:meth:`snapshot` as MessagePack (as JSON if ``json``).
+
+        Made from the classes' own encodings, so only the classes that
+        changed since the last call are encoded again.
+        """
+        encoded = self._encoded.get(json)
+        if encoded is None:
             schools = [
                 _EncodedSchool(
                     name,
                     [
-                        self._class_frame(class_, held.classes[class_])
+                        self._class_frame(class_, held.classes[class_], json)
                         for class_ in sorted(held.classes)
                     ],
                 )
                 for name, held in sorted(self._schools.items())
             ]
-            self._encoded = msgspec.Raw(_msgpack_encoder.encode(schools))
-        return self._encoded
+            encoder = _json_encoder if json else _msgpack_encoder
+            encoded = self._encoded[json] = encoder.encode(schools)
+        return encoded
 
     # Internals ---------------------------------------------------------------
 
@@ -165,11 +170,10 @@ class Roster:
         entry = held.classes.get(class_)
         if entry is None:
             entry = held.classes[class_] = _Class()
-        entry.view = None
-        entry.frame = None
+        entry.view = entry.msgpack = entry.json = None
         held.view = None
         self._snapshot = None
-        self._encoded = None
+        self._encoded.clear()
         return entry
 
     def _take_out(self, user: str) -> None:
@@ -209,37 +213,12 @@ class Roster:
         return entry.view
 
     @classmethod
-    def _class_frame(cls, name: str, entry: _Class) -> msgspec.Raw:
-        if entry.frame is None:
+    def _class_frame(cls, name: str, entry: _Class, json: bool) -> msgspec.Raw:
+        frame = entry.json if json else entry.msgpack
+        if frame is None:
             view = cls._class_view(name, entry)
-            entry.frame = msgspec.Raw(_msgpack_encoder.encode(view))
-        return entry.frame
-
-
-class JsonRosters:
-    """Encoded rosters of one room as JSON, converted class by class.
-
-    The JSON of each class is kept, by its MessagePack bytes, until a
-    roster without that class comes: in a room filling up, each roster
-    differs from the last in a class or two, and only those are converted.
-    """
-
-    __slots__ = ("_classes",)
-
-    def __init__(self) -> None:
-        self._classes: dict[bytes, msgspec.Raw] = {}
-
-    def convert(self, encoded: msgspec.Raw) -> msgspec.Raw:
-        """The JSON of the roster that ``encoded`` holds as MessagePack."""
-        kept: dict[bytes, msgspec.Raw] = {}
-        schools = _schools_decoder.decode(encoded)
-        for school in schools:
-            for index, frame in enumerate(school.classes):
-                key = bytes(frame)
-                json = kept.get(key) or self._classes.get(key)
-                if json is None:
-                    view = _class_decoder.decode(key)
-                    json = msgspec.Raw(_json_encoder.encode(view))
-                kept[key] = school.classes[index] = json
-        self._classes = kept
-        return msgspec.Raw(_json_encoder.encode(schools))
+            if json:
+                frame = entry.json = msgspec.Raw(_json_encoder.encode(view))
+            else:
+                frame = entry.msgpack = msgspec.Raw(_msgpack_encoder.encode(view))
+        return frame

@@ -23,9 +23,9 @@ class JoinReply(msgspec.Struct, tag=True, frozen=True):
 
     epoch: str
     offset: int
-    #: A list of ``SchoolRoster`` as MessagePack, embedded as it is in the
-    #: ``joined`` frame (see :mod:`rooms.roster`).
-    roster: msgspec.Raw
+    #: A list of ``SchoolRoster``, encoded in the format the join asked for
+    #: and embedded as it is in the ``joined`` frame (see rooms/roster.py).
+    roster: bytes
     lesson: LessonView | None = None
 
 

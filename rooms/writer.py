@@ -249,7 +249,7 @@ class RoomWriter:
                     return JoinReply(
                         self.room.epoch,
                         self.room.offset,
-                        self.room.encoded_roster(),
+                        self.room.encoded_roster(command.json),
                         self.lesson_view(),
                     )
                 return reply

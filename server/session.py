@@ -681,6 +681,7 @@ class Session:
                     member=self._member,
                     session=self.id,
                     address=self._ws.client.host if self._ws.client else "",
+                    json=not self._codec.binary,
                 ),
             )
             joined = self._expect(reply, JoinReply, command.id)
@@ -706,11 +707,6 @@ class Session:
                 # The member is in the room already; a fresh snapshot is
                 # the answer that needs no history.
                 logger.warning("session %s: history of %s unreadable", self.id, room)
-        roster = None
-        if missed is None:
-            roster = joined.roster
-            if not self._codec.binary:
-                roster = self._hub.roster_json(room, roster)
         self._send(
             JoinedFrame(
                 id=command.id,
@@ -718,7 +714,7 @@ class Session:
                 epoch=joined.epoch,
                 offset=joined.offset,
                 recovered=missed is not None,
-                roster=roster,
+                roster=None if missed is not None else msgspec.Raw(joined.roster),
             )
         )
         if missed is None and joined.lesson is not None:

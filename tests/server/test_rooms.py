@@ -8,6 +8,7 @@ import pytest
 
 from client_sdk.protocol import (
     JSON_SUBPROTOCOL,
+    MSGPACK_SUBPROTOCOL,
     Ack,
     Broadcast,
     BroadcastEvent,
@@ -34,8 +35,9 @@ from .conftest import (
 )
 
 
+@pytest.mark.parametrize("subprotocol", [MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL])
 async def test_join_gives_roster_grouped_by_school_and_class(
-    connect: Connect, server: ServerProcess
+    connect: Connect, server: ServerProcess, subprotocol: str
 ) -> None:
     """The joined reply holds everyone present, by school, class, then name."""
     room = unique()
@@ -49,7 +51,15 @@ async def test_join_gives_roster_grouped_by_school_and_class(
     ]
     for user, role, school, class_, name in people:
         _, joined = await enter(
-            connect, server, room, user, role, school=school, class_=class_, name=name
+            connect,
+            server,
+            room,
+            user,
+            role,
+            school=school,
+            class_=class_,
+            name=name,
+            subprotocol=subprotocol,
         )
 
     assert joined.recovered is False

@@ -8,16 +8,20 @@ from typing import Any
 import pytest
 
 from client_sdk.protocol import (
+    JSON_SUBPROTOCOL,
+    MSGPACK_SUBPROTOCOL,
     Ack,
     Broadcast,
     BroadcastEvent,
+    ClassRoster,
     LeaveReason,
     MemberJoined,
     MemberLeft,
     Role,
+    SchoolRoster,
 )
 
-from .conftest import Connect, ServerFactory, ServerProcess, enter, unique
+from .conftest import Connect, ServerFactory, ServerProcess, enter, member, unique
 
 pytestmark = pytest.mark.redis
 
@@ -143,3 +147,42 @@ async def test_either_node_serves_a_room_whose_writer_is_elsewhere(
 
     metrics_a = await a.metrics()
     assert metrics_a("lophoc_rooms", kind="owned") == 1
+
+
+async def test_a_join_through_the_other_node_gets_the_roster_in_its_format(
+    connect: Connect, nodes: tuple[ServerProcess, ServerProcess]
+) -> None:
+    """The writer's node encodes the roster as the joiner speaks, JSON or not."""
+    a, b = nodes
+    room = unique("lesson")
+    await enter(connect, a, room, "t-a", Role.TEACHER, school="S1", class_="6A")
+    await enter(connect, a, room, "s-a", school="S2", class_="7B")
+    expected = [
+        SchoolRoster(
+            school="S1",
+            classes=[
+                ClassRoster(
+                    class_="6A", members=[member("t-a", Role.TEACHER, "S1", "6A")]
+                )
+            ],
+        ),
+        SchoolRoster(
+            school="S2",
+            classes=[
+                ClassRoster(
+                    class_="7B",
+                    members=[
+                        member("s-a", Role.STUDENT, "S2", "7B"),
+                        member("s-b", Role.STUDENT, "S2", "7B"),
+                    ],
+                )
+            ],
+        ),
+    ]
+    for subprotocol in (JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL):
+        client, joined = await enter(
+            connect, b, room, "s-b", school="S2", class_="7B", subprotocol=subprotocol
+        )
+        assert client.hello is not None
+        assert client.hello.node == "node-b"
+        assert joined.roster == expected, subprotocol
