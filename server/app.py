@@ -37,6 +37,7 @@ from rooms.store import Store
 
 from . import api, exam_api, metrics, web
 from .auth import TokenRefused, verify
+from .collector import QuietCollector
 from .exams import load_or_create_audit_key
 from .media_hub import MediaHub
 from .session import Session
@@ -361,6 +362,10 @@ def create_app(settings: Settings) -> Starlette:
         # 20,000 keeps each pause short and rare.
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         node = Node(settings, broker, store, hub, media)
+        # What a join storm leaves the collector is walked in the quiet
+        # after it, not in the next quiz question's burst.
+        collector = QuietCollector(node.stats)
+        collector.start()
         app.state.node = node
         app.state.registry = metrics.registry_for(
             node.stats, lambda: (hub.rooms_owned, hub.rooms_followed)
@@ -376,6 +381,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             for session in list(node.sessions):
                 session.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+            await collector.stop()
             await media.close()
             await hub.close()
             await broker.close()

@@ -8,7 +8,7 @@ lock for every frame of every member of a room.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -27,12 +27,22 @@ class Stats:
     connections_total: int = 0
     messages_in: Counter[str] = field(default_factory=Counter)
     frames_out: int = 0
+    #: Of those, the round-trip probes the node sends on its own.
+    probes_out: int = 0
     #: Frames that waited in a send queue: the client's socket pushed back.
     frames_waited: int = 0
     send_queue_drops: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     refusals: Counter[int] = field(default_factory=Counter)
     closes: Counter[int] = field(default_factory=Counter)
+    #: Garbage collections by generation, and the loop's time in them.
+    gc_pauses: Counter[int] = field(default_factory=Counter)
+    gc_pause_seconds: defaultdict[int, float] = field(
+        default_factory=lambda: defaultdict(float)
+    )
+    gc_longest_pause: float = 0.0
+    #: Collections run by the node in a quiet moment (server/collector.py).
+    gc_quiet_collections: int = 0
 
 
 class _StatsCollector(Collector):
@@ -96,6 +106,31 @@ class _StatsCollector(Collector):
         for close_code, count in sorted(stats.closes.items()):
             closes.add_metric([str(close_code)], count)
         yield closes
+        pauses = CounterMetricFamily(
+            "lophoc_gc_pauses",
+            "Garbage collections, by generation",
+            labels=["generation"],
+        )
+        paused = CounterMetricFamily(
+            "lophoc_gc_pause_seconds",
+            "Seconds the event loop stood still for garbage collections",
+            labels=["generation"],
+        )
+        for generation, count in sorted(stats.gc_pauses.items()):
+            pauses.add_metric([str(generation)], count)
+            paused.add_metric([str(generation)], stats.gc_pause_seconds[generation])
+        yield pauses
+        yield paused
+        yield GaugeMetricFamily(
+            "lophoc_gc_longest_pause_seconds",
+            "The longest garbage collection since the node started",
+            stats.gc_longest_pause,
+        )
+        yield CounterMetricFamily(
+            "lophoc_gc_quiet_collections",
+            "Collections the node ran in a quiet moment, ahead of a burst",
+            stats.gc_quiet_collections,
+        )
 
 
 def registry_for(

@@ -641,6 +641,7 @@ class Session:
         # A probe not answered by now is forgotten.
         self._probe_sent = (nonce, time.monotonic())
         self._send(Probe(nonce=nonce, server_time=self._hub.clock()))
+        self._stats.probes_out += 1
         delay = PROBE_INTERVAL if sent >= 3 else 1.0
         loop = asyncio.get_running_loop()
         self._prober = loop.call_later(delay, self._probe, sent + 1)

@@ -118,3 +118,6 @@ async def test_metrics_are_prometheus_text(server: ServerProcess) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "# TYPE lophoc_messages_in_total counter" in response.text
+    # What the garbage collector costs the loop, and its quiet collections.
+    assert "# TYPE lophoc_gc_longest_pause_seconds gauge" in response.text
+    assert "# TYPE lophoc_gc_quiet_collections_total counter" in response.text
