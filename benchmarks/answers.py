@@ -234,8 +234,16 @@ async def burst(
         start_ns,
     )
     if profiler is not None:
-        await profiler.wait()
-        if profile_path.exists():
+        returncode = await profiler.wait()
+        if not profile_path.exists():
+            # py-spy may not be let to read another process's memory (ptrace
+            # rules, containers): say so rather than print no profile.
+            print(
+                f"--profile: py-spy could not sample {LABELS[server.name]}"
+                f" (exit code {returncode})",
+                flush=True,
+            )
+        else:
             # Deep enough to reach lophoc's own functions under the
             # event loop and uvicorn frames that every sample shares.
             done.profile = {

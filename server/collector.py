@@ -16,7 +16,8 @@ every ack waits.
 accepted, client messages received, frames sent); when that was little for
 the number of connections open, and the young generations hold at least
 :data:`MIN_YOUNG` objects, it collects them at once, so a burst that comes
-later finds little to walk. A full collection, when CPython's own rule
+later finds little to walk, then gives the heap's free pages back to the
+system (server/memory.py). A full collection, when CPython's own rule
 would soon ask for one, is run in a quiet moment too. CPython's thresholds
 stay as they are: under steady load the collector runs as before.
 
@@ -35,6 +36,7 @@ from typing import Any
 
 from client_sdk.protocol import ProbeReply
 
+from .memory import trim
 from .metrics import Stats
 
 logger = logging.getLogger(__name__)
@@ -118,6 +120,9 @@ class QuietCollector:
             elif old > self._old * OLD_GROWTH:
                 generation = 2
         gc.collect(generation)
+        # What the collection and the burst before it freed, the heap gives
+        # back (a millisecond or less).
+        trim()
         self._stats.gc_quiet_collections += 1
         return generation
 
