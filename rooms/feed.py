@@ -15,7 +15,15 @@ from typing import Protocol
 
 import msgspec
 
-from client_sdk.protocol import AnyNotice, Member, RoomEvent
+from client_sdk.protocol import (
+    AnyNotice,
+    Departure,
+    LeaveReason,
+    Member,
+    MemberLeft,
+    PresenceChanged,
+    RoomEvent,
+)
 
 from .store import Store
 from .wire import NoticeFrame
@@ -29,7 +37,14 @@ class _Header(msgspec.Struct):
     epoch: str
 
 
+class _Kind(msgspec.Struct):
+    type: str = ""
+
+
 _header_decoder = msgspec.msgpack.Decoder(_Header)
+_kind_decoder = msgspec.msgpack.Decoder(_Kind)
+#: Room events that may say someone's connection is gone.
+_DEPARTURES = frozenset({"member_left", "presence"})
 _event_decoder = msgspec.msgpack.Decoder(RoomEvent)
 _notice_decoder = msgspec.msgpack.Decoder(AnyNotice)
 _envelope_decoder = msgspec.msgpack.Decoder(NoticeFrame)
@@ -105,6 +120,13 @@ class Listener(Protocol):
 
         A writer rebuilt on this node asks, so that connections which never
         dropped stay in the room.
+        """
+
+    def forgotten(self, room: str) -> None:
+        """The room says this listener's member's connection is gone; it is not.
+
+        A writer rebuilt on another node did not know this connection; the
+        listener joins again. Called while delivering: must not block.
         """
 
 
@@ -186,6 +208,24 @@ class RoomFeed:
         event = EncodedEvent(self.room, offset, frame)
         for listener in tuple(self.listeners):
             listener.deliver(event)
+        if self.listeners and _kind_decoder.decode(frame).type in _DEPARTURES:
+            self._still_here(event.decode())
+
+    def _still_here(self, event: RoomEvent) -> None:
+        """Tell listeners the room marked gone while they are connected."""
+        if isinstance(event, MemberLeft):
+            left = [Departure(event.user, event.reason)]
+        elif isinstance(event, PresenceChanged):
+            left = event.left
+        else:
+            return
+        gone = {d.user for d in left if d.reason is LeaveReason.DISCONNECTED}
+        if not gone:
+            return
+        for listener in tuple(self.listeners):
+            held = listener.membership(self.room)
+            if held is not None and held[0].user in gone:
+                listener.forgotten(self.room)
 
     async def _fill_gap(self) -> None:
         try:

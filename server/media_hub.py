@@ -98,6 +98,9 @@ class RoomMedia:
         """The relay is not a member of the room."""
         return None
 
+    def forgotten(self, room: str) -> None:
+        """Never called: the relay is not a member."""
+
     # Steering ---------------------------------------------------------------
 
     async def steer(self) -> None:

@@ -60,7 +60,7 @@ from media.errors import MediaError, RoomClosed
 from rooms.errors import BackendError, Refused
 from rooms.feed import EncodedEvent, EncodedNotice
 from rooms.hub import Hub
-from rooms.room import JoinRoom, LeaveRoom, LessonAction, SendBroadcast
+from rooms.room import JoinRoom, LeaveRoom, LessonAction, RoomCommand, SendBroadcast
 from rooms.wire import AppendReply, JoinReply, RefusedReply, Reply
 
 from .auth import Claims
@@ -135,6 +135,7 @@ class Session:
         "_prober",
         "_queue",
         "_reader",
+        "_rejoining",
         "_rooms",
         "_rtts",
         "_sender",
@@ -197,6 +198,8 @@ class Session:
         self._probe_sent: tuple[str, float] | None = None
         self._rtts: collections.deque[int] | None = None
         self._closer: asyncio.Task[None] | None = None
+        #: Joins sent again for rooms that marked this connection gone.
+        self._rejoining: dict[str, asyncio.Task[None]] = {}
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None
         #: A command is being served; ``_idle`` exists only while a drain
@@ -366,6 +369,10 @@ class Session:
     async def _leave_all(self) -> None:
         rooms = list(self._rooms)
         self._rooms.clear()
+        # A join sent again must reach the room before this connection's
+        # leave does, or the room would keep a connection that is gone.
+        if self._rejoining:
+            await asyncio.gather(*self._rejoining.values(), return_exceptions=True)
         unsure = [room for room in self._unsure if room not in rooms]
         self._unsure.clear()
         if self._media is not None:
@@ -444,6 +451,35 @@ class Session:
     def membership(self, room: str) -> tuple[Member, str] | None:
         """This connection's member and id in ``room``, if it joined it."""
         return (self._member, self.id) if room in self._rooms else None
+
+    def forgotten(self, room: str) -> None:
+        """``room`` marked this connection's member gone: join it again.
+
+        A room's writer rebuilt on another node knows only that node's
+        connections and marks the other members gone, though their
+        connections are open; this one says it is still here.
+        """
+        if self._closing or room not in self._rooms or room in self._rejoining:
+            return
+        self._rejoining[room] = asyncio.create_task(self._join_again(room))
+
+    async def _join_again(self, room: str) -> None:
+        try:
+            reply = await self._hub.submit(room, self._join_command())
+        except Exception as exc:
+            # The next command in the room joins again (see _in_room).
+            logger.warning(
+                "session %s: could not join %s again: %r", self.id, room, exc
+            )
+            return
+        finally:
+            self._rejoining.pop(room, None)
+        if isinstance(reply, JoinReply):
+            logger.info("session %s: joined %s again after a rebuild", self.id, room)
+        else:
+            logger.warning(
+                "session %s: not let into %s again: %r", self.id, room, reply
+            )
 
     def deliver(self, event: EncodedEvent) -> None:
         """A room event from the hub, in offset order."""
@@ -548,8 +584,11 @@ class Session:
             self._probe_answered(command)
         elif isinstance(command, ExamCommand):
             joined = command.room in self._rooms
-            reply = await exam_command(
-                self._hub, self._member, joined, command, self._media
+            reply = await self._in_room(
+                command.room,
+                lambda: exam_command(
+                    self._hub, self._member, joined, command, self._media
+                ),
             )
             self._send(reply)
         elif isinstance(
@@ -563,16 +602,15 @@ class Session:
         room = command.room
         if room not in self._rooms:
             raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")
-        reply = await self._hub.submit(
-            room,
-            LessonAction(
-                actor=self._member,
-                command=command,
-                received_at=self._hub.clock(),
-                round_trip_ms=self._round_trip(),
-            ),
+        action = LessonAction(
+            actor=self._member,
+            command=command,
+            received_at=self._hub.clock(),
+            round_trip_ms=self._round_trip(),
         )
-        appended = self._expect(reply, AppendReply, command.id)
+        appended = await self._in_room(
+            room, lambda: self._submit(room, action, AppendReply, command.id)
+        )
         self._send(Ack(id=command.id, room=room, offset=appended.offset))
 
     async def _media_command(
@@ -676,15 +714,7 @@ class Session:
         self._rooms[room] = membership
         try:
             await self._hub.listen(room, self)
-            reply = await self._hub.submit(
-                room,
-                JoinRoom(
-                    member=self._member,
-                    session=self.id,
-                    address=self._ws.client.host if self._ws.client else "",
-                    json=not self._codec.binary,
-                ),
-            )
+            reply = await self._hub.submit(room, self._join_command())
             joined = self._expect(reply, JoinReply, command.id)
         except BaseException as exc:
             self._rooms.pop(room, None)
@@ -756,17 +786,49 @@ class Session:
         room = command.room
         if room not in self._rooms:
             raise Refused(ErrorCode.NOT_JOINED, f"not in room {room!r}", "room")
-        reply = await self._hub.submit(
-            room,
-            SendBroadcast(
-                sender=self._member,
-                command_id=command.id,
-                topic=command.topic,
-                body=command.body,
-            ),
+        send = SendBroadcast(
+            sender=self._member,
+            command_id=command.id,
+            topic=command.topic,
+            body=command.body,
         )
-        appended = self._expect(reply, AppendReply, command.id)
+        appended = await self._in_room(
+            room, lambda: self._submit(room, send, AppendReply, command.id)
+        )
         self._send(Ack(id=command.id, room=room, offset=appended.offset))
+
+    async def _submit(
+        self, room: str, command: RoomCommand, kind: type[R], command_id: str
+    ) -> R:
+        return self._expect(await self._hub.submit(room, command), kind, command_id)
+
+    async def _in_room(self, room: str, attempt: Callable[[], Awaitable[R]]) -> R:
+        """``attempt`` a command in ``room``, joining again if the room forgot us.
+
+        A room's writer rebuilt on another node (its node restarted or
+        failed) knows only that node's connections, and marks the other
+        members gone though their connections are open. The first command
+        of such a member is refused as not joined: the connection joins
+        again, as itself, and the command is tried once more.
+        """
+        try:
+            return await attempt()
+        except Refused as refused:
+            if refused.code is not ErrorCode.NOT_JOINED or room not in self._rooms:
+                raise
+            reply = await self._hub.submit(room, self._join_command())
+            if not isinstance(reply, JoinReply):
+                raise refused from None
+            logger.info("session %s: joined %s again after a rebuild", self.id, room)
+        return await attempt()
+
+    def _join_command(self) -> JoinRoom:
+        return JoinRoom(
+            member=self._member,
+            session=self.id,
+            address=self._ws.client.host if self._ws.client else "",
+            json=not self._codec.binary,
+        )
 
     def _expect(self, reply: Reply, kind: type[R], command_id: str) -> R:
         if isinstance(reply, RefusedReply):

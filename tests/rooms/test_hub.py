@@ -49,6 +49,9 @@ class Collector:
     def membership(self, room: str) -> None:
         """A collector is not a member of the room."""
 
+    def forgotten(self, room: str) -> None:
+        """Never called: a collector is not a member."""
+
     @property
     def offsets(self) -> list[int]:
         return [e.offset for e in self.events]

@@ -65,9 +65,13 @@ class Listener:
         self.notices: list[EncodedNotice] = []
         self.member = member
         self.session = session
+        self.forgotten_in: list[str] = []
 
     def membership(self, room: str) -> tuple[Member, str] | None:
         return (self.member, self.session) if self.member else None
+
+    def forgotten(self, room: str) -> None:
+        self.forgotten_in.append(room)
 
     def deliver(self, event: EncodedEvent) -> None:
         self.events.append(event)

@@ -17,6 +17,7 @@ from client_sdk.protocol import (
     LeaveReason,
     MemberJoined,
     MemberLeft,
+    PresenceChanged,
     Role,
     SchoolRoster,
 )
@@ -186,3 +187,60 @@ async def test_a_join_through_the_other_node_gets_the_roster_in_its_format(
         assert client.hello is not None
         assert client.hello.node == "node-b"
         assert joined.roster == expected, subprotocol
+
+
+def arrived(event: Any, user: str) -> bool:
+    """Whether room event ``event`` says ``user`` came (back) into the room."""
+    if isinstance(event, MemberJoined):
+        return bool(event.member.user == user)
+    if isinstance(event, PresenceChanged):
+        return any(m.user == user for m in event.joined)
+    return False
+
+
+async def test_a_member_through_the_other_node_stays_in_a_room_that_moved(
+    connect: Connect, nodes: tuple[ServerProcess, ServerProcess]
+) -> None:
+    """A room rebuilt on a node that never held a connection still serves it."""
+    a, b = nodes
+    room = unique("lesson")
+    # The first join makes A the room's writer; B's member goes through A.
+    await enter(connect, a, room, "t-host", Role.TEACHER)
+    guest, _ = await enter(connect, b, room, "t-guest", Role.TEACHER)
+    # A restarts: it hands the room over and closes its own connections.
+    a.stop()
+    a.start()
+    # A join through the new A rebuilds the room there, from the store; A
+    # holds no connection of the guest's and marks them gone.
+    late, _ = await enter(connect, a, room, "t-late", Role.TEACHER)
+    # The guest's connection never closed: B joins it again as soon as it
+    # hears, and a broadcast sent meanwhile joins it again before it is
+    # tried once more. Either way it is served.
+    ack = await guest.expect(Ack, Broadcast(id="after-move", room=room, topic="t"))
+    seen = await late.events_until(ack.offset)
+    back = [e.offset for e in seen if arrived(e, "t-guest")]
+    assert back, seen
+    assert isinstance(seen[-1], BroadcastEvent)
+    assert seen[-1].sender.user == "t-guest"
+    # The guest was told the room had marked it gone, then saw itself back.
+    await guest.recv_where(
+        lambda m: (
+            isinstance(m, MemberLeft)
+            and m.user == "t-guest"
+            and m.reason is LeaveReason.DISCONNECTED
+        )
+    )
+    await guest.recv_where(lambda m: arrived(m, "t-guest"))
+
+    # Without a command of the guest's: the next rebuild's mark is undone
+    # by B alone, and the others see the guest back.
+    a.stop()
+    a.start()
+    later, _ = await enter(connect, a, room, "t-later", Role.TEACHER)
+    sent_at = ack.offset or 0
+    await guest.recv_where(
+        lambda m: (
+            isinstance(m, MemberLeft) and m.user == "t-guest" and m.offset > sent_at
+        )
+    )
+    await later.recv_where(lambda m: arrived(m, "t-guest"), 10.0)
