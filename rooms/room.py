@@ -106,6 +106,9 @@ class JoinRoom(msgspec.Struct, tag=True, frozen=True):
     address: str = ""
     #: The connection speaks JSON: the reply's roster comes as JSON.
     json: bool = False
+    #: The connection never closed: a writer rebuilt elsewhere marked its
+    #: member gone, and it joins again. An exam logs no reconnection.
+    again: bool = False
 
 
 class LeaveRoom(msgspec.Struct, tag=True, frozen=True):
@@ -248,7 +251,11 @@ class Room:
             before = len(self.sessions.get(user, ()))
             away = self.away.get(user)
             decision = self._decide_join(command, now)
-            was_away = away is not None and away.reason is LeaveReason.DISCONNECTED
+            was_away = (
+                away is not None
+                and away.reason is LeaveReason.DISCONNECTED
+                and not command.again
+            )
             outcome = desk.joined(
                 command.member, before, was_away, command.address, now
             )

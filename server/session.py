@@ -465,7 +465,7 @@ class Session:
 
     async def _join_again(self, room: str) -> None:
         try:
-            reply = await self._hub.submit(room, self._join_command())
+            reply = await self._hub.submit(room, self._join_command(again=True))
         except Exception as exc:
             # The next command in the room joins again (see _in_room).
             logger.warning(
@@ -816,18 +816,19 @@ class Session:
         except Refused as refused:
             if refused.code is not ErrorCode.NOT_JOINED or room not in self._rooms:
                 raise
-            reply = await self._hub.submit(room, self._join_command())
+            reply = await self._hub.submit(room, self._join_command(again=True))
             if not isinstance(reply, JoinReply):
                 raise refused from None
             logger.info("session %s: joined %s again after a rebuild", self.id, room)
         return await attempt()
 
-    def _join_command(self) -> JoinRoom:
+    def _join_command(self, *, again: bool = False) -> JoinRoom:
         return JoinRoom(
             member=self._member,
             session=self.id,
             address=self._ws.client.host if self._ws.client else "",
             json=not self._codec.binary,
+            again=again,
         )
 
     def _expect(self, reply: Reply, kind: type[R], command_id: str) -> R:

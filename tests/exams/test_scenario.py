@@ -178,3 +178,41 @@ async def test_a_student_back_on_the_other_node_gets_answers_and_time(
     saved = [e["data"]["answer_id"] for e in entries if e.get("kind") == "answer"]
     assert saved == ["hop-q3", "hop-q4"]
     await api.close()
+
+
+async def test_a_student_on_the_other_node_stays_seated_when_the_room_moves(
+    nodes: tuple[ServerProcess, ...], crowd: Crowd
+) -> None:
+    """A restart of the room's node logs no reconnection for a student it never held.
+
+    The room's writer is rebuilt on the restarted node, which knows only its
+    own connections; the student's node joins the student again, as the
+    same connection, and the proctor sees no incident for it.
+    """
+    node_a, node_b = nodes
+    api = ExamApi(node_a)
+    room = "exam-moved"
+    tokens = await api.tokens(exam_file(room, 1))
+    proctor = await crowd.enter("proctor on A", node_a, tokens["p-1"], room)
+    student = await crowd.enter("s-0 on B", node_b, tokens["s-0"], room)
+    await student.client.fetch_exam(room)
+    await student.client.save_answer(room, "q3", "cold", id="moved-q3")
+
+    node_a.stop()
+    node_a.start()
+    # The proctor's client comes back through A by itself: A rebuilds the
+    # room. The student's answer after it is taken, its seat still open.
+    await student.client.save_answer(room, "q4", ["am"], id="moved-q4")
+    view = await proctor.client.watch_exam(room)
+    seat = {s.user: s for s in view.seats}["s-0"]
+    assert seat.connected
+    assert seat.answered == 2
+
+    logged = [
+        json.loads(line)
+        for line in (await api.log(room)).text.splitlines()
+        if '"kind":"incident"' in line
+    ]
+    kinds = {e["data"]["kind"] for e in logged if e["data"]["user"] == "s-0"}
+    assert not kinds & {"reconnected", "disconnected", "second_connection"}, logged
+    await api.close()
