@@ -45,6 +45,10 @@ _json_encoder = msgspec.json.Encoder()
 _roster_decoder = msgspec.msgpack.Decoder(list[SchoolRoster])
 
 
+def _encoder(json: bool) -> msgspec.msgpack.Encoder | msgspec.json.Encoder:
+    return _json_encoder if json else _msgpack_encoder
+
+
 def decode_roster(encoded: msgspec.Raw | bytes) -> list[SchoolRoster]:
     """The roster that :meth:`Roster.encoded` encoded."""
     roster: list[SchoolRoster] = _roster_decoder.decode(encoded)
@@ -66,9 +70,8 @@ class _Class:
     present: list[Member] = field(default_factory=list)
     away: list[AwayMember] = field(default_factory=list)
     view: ClassRoster | None = None
-    #: ``view`` as MessagePack and as JSON, once asked for.
-    msgpack: msgspec.Raw | None = None
-    json: msgspec.Raw | None = None
+    #: ``view`` as MessagePack (key False) and as JSON (True), once asked for.
+    frames: dict[bool, msgspec.Raw] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -156,8 +159,7 @@ class Roster:
                 )
                 for name, held in sorted(self._schools.items())
             ]
-            encoder = _json_encoder if json else _msgpack_encoder
-            encoded = self._encoded[json] = encoder.encode(schools)
+            encoded = self._encoded[json] = _encoder(json).encode(schools)
         return encoded
 
     # Internals ---------------------------------------------------------------
@@ -170,7 +172,8 @@ class Roster:
         entry = held.classes.get(class_)
         if entry is None:
             entry = held.classes[class_] = _Class()
-        entry.view = entry.msgpack = entry.json = None
+        entry.view = None
+        entry.frames.clear()
         held.view = None
         self._snapshot = None
         self._encoded.clear()
@@ -214,11 +217,8 @@ class Roster:
 
     @classmethod
     def _class_frame(cls, name: str, entry: _Class, json: bool) -> msgspec.Raw:
-        frame = entry.json if json else entry.msgpack
+        frame = entry.frames.get(json)
         if frame is None:
             view = cls._class_view(name, entry)
-            if json:
-                frame = entry.json = msgspec.Raw(_json_encoder.encode(view))
-            else:
-                frame = entry.msgpack = msgspec.Raw(_msgpack_encoder.encode(view))
+            frame = entry.frames[json] = msgspec.Raw(_encoder(json).encode(view))
         return frame

@@ -461,25 +461,29 @@ class Session:
         """
         if self._closing or room not in self._rooms or room in self._rejoining:
             return
-        self._rejoining[room] = asyncio.create_task(self._join_again(room))
+        self._rejoining[room] = asyncio.create_task(self._join_again_soon(room))
 
-    async def _join_again(self, room: str) -> None:
+    async def _join_again_soon(self, room: str) -> None:
         try:
-            reply = await self._hub.submit(room, self._join_command(again=True))
+            await self._join_again(room)
         except Exception as exc:
             # The next command in the room joins again (see _in_room).
             logger.warning(
                 "session %s: could not join %s again: %r", self.id, room, exc
             )
-            return
         finally:
             self._rejoining.pop(room, None)
-        if isinstance(reply, JoinReply):
-            logger.info("session %s: joined %s again after a rebuild", self.id, room)
-        else:
+
+    async def _join_again(self, room: str) -> bool:
+        """Join ``room`` again as this connection; whether the room let it."""
+        reply = await self._hub.submit(room, self._join_command(again=True))
+        if not isinstance(reply, JoinReply):
             logger.warning(
                 "session %s: not let into %s again: %r", self.id, room, reply
             )
+            return False
+        logger.info("session %s: joined %s again after a rebuild", self.id, room)
+        return True
 
     def deliver(self, event: EncodedEvent) -> None:
         """A room event from the hub, in offset order."""
@@ -714,8 +718,9 @@ class Session:
         self._rooms[room] = membership
         try:
             await self._hub.listen(room, self)
-            reply = await self._hub.submit(room, self._join_command())
-            joined = self._expect(reply, JoinReply, command.id)
+            joined = await self._submit(
+                room, self._join_command(), JoinReply, command.id
+            )
         except BaseException as exc:
             self._rooms.pop(room, None)
             await self._hub.unlisten(room, self)
@@ -768,10 +773,8 @@ class Session:
         # The room hears of the leave before this connection forgets the
         # room: if the writer cannot be reached, a retry or the disconnect
         # clean-up still leaves it.
-        reply = await self._hub.submit(
-            room, LeaveRoom(self.claims.user, self.id, LeaveReason.LEFT)
-        )
-        appended = self._expect(reply, AppendReply, command.id)
+        leave = LeaveRoom(self.claims.user, self.id, LeaveReason.LEFT)
+        appended = await self._submit(room, leave, AppendReply, command.id)
         if self._rooms.pop(room, None) is not None:
             await self._hub.unlisten(room, self)
         if self._media is not None and room in self._media_rooms:
@@ -816,10 +819,8 @@ class Session:
         except Refused as refused:
             if refused.code is not ErrorCode.NOT_JOINED or room not in self._rooms:
                 raise
-            reply = await self._hub.submit(room, self._join_command(again=True))
-            if not isinstance(reply, JoinReply):
+            if not await self._join_again(room):
                 raise refused from None
-            logger.info("session %s: joined %s again after a rebuild", self.id, room)
         return await attempt()
 
     def _join_command(self, *, again: bool = False) -> JoinRoom:

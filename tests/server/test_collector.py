@@ -8,9 +8,10 @@ collector moves objects between generations, and back on afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -46,6 +47,17 @@ def manual_gc() -> Iterator[None]:
             gc.enable()
 
 
+@contextlib.asynccontextmanager
+async def watching(stats: Stats, tick: float = TICK) -> AsyncIterator[QuietCollector]:
+    """A quiet collector watching ``stats``, stopped at the end."""
+    collector = QuietCollector(stats, tick=tick)
+    collector.start()
+    try:
+        yield collector
+    finally:
+        await collector.stop()
+
+
 async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -58,16 +70,12 @@ async def test_a_quiet_node_walks_what_a_join_storm_left(manual_gc: None) -> Non
     stats = Stats(connections=500)
     kept = [Kept(n) for n in range(2 * MIN_YOUNG)]
     assert young() >= len(kept)
-    collector = QuietCollector(stats, tick=TICK)
-    collector.start()
-    try:
+    async with watching(stats):
         await until(lambda: stats.gc_quiet_collections >= 1, 5.0, "no quiet collection")
         assert young() < MIN_YOUNG
         assert stats.gc_pauses[1] >= 1
         assert stats.gc_pause_seconds[1] > 0
         assert stats.gc_longest_pause >= stats.gc_pause_seconds[1] / stats.gc_pauses[1]
-    finally:
-        await collector.stop()
     assert len(kept) == 2 * MIN_YOUNG
 
 
@@ -85,13 +93,13 @@ def probes(stats: Stats, count: int) -> None:
 
 
 async def traffic(
-    stats: Stats, send: Callable[[Stats, int], None], until: Callable[[], bool]
+    stats: Stats, send: Callable[[Stats, int], None], done: Callable[[], bool]
 ) -> None:
-    """Three times what counts as quiet, every eighth of a tick, ``until``."""
+    """Three times what counts as quiet, every eighth of a tick, until ``done``."""
     # Even a loop so loaded that it runs this once a tick stays busy.
     count = 3 * quiet_limit(stats.connections)
     deadline = time.monotonic() + 5.0
-    while not until():
+    while not done():
         assert time.monotonic() < deadline, "the traffic did not end"
         send(stats, count)
         await asyncio.sleep(TICK / 8)
@@ -101,29 +109,21 @@ async def test_a_busy_node_is_left_to_cpython(manual_gc: None) -> None:
     """While answers flow nothing is collected; when they stop, the debt is paid."""
     stats = Stats(connections=1000)
     kept = [Kept(n) for n in range(2 * MIN_YOUNG)]
-    collector = QuietCollector(stats, tick=TICK)
-    collector.start()
-    try:
+    async with watching(stats):
         ends = time.monotonic() + 20 * TICK
         await traffic(stats, answers, lambda: time.monotonic() > ends)
         assert stats.gc_quiet_collections == 0
         assert young() >= len(kept)
         await until(lambda: stats.gc_quiet_collections >= 1, 5.0, "never collected")
         assert young() < MIN_YOUNG
-    finally:
-        await collector.stop()
 
 
 async def test_the_nodes_own_probes_are_not_activity(manual_gc: None) -> None:
     """A class sitting still, answering round-trip probes, counts as quiet."""
     stats = Stats(connections=1000)
     _kept = [Kept(n) for n in range(2 * MIN_YOUNG)]
-    collector = QuietCollector(stats, tick=TICK)
-    collector.start()
-    try:
+    async with watching(stats):
         await traffic(stats, probes, lambda: stats.gc_quiet_collections > 0)
-    finally:
-        await collector.stop()
 
 
 async def test_a_full_collection_comes_on_cpythons_terms(manual_gc: None) -> None:
@@ -132,9 +132,7 @@ async def test_a_full_collection_comes_on_cpythons_terms(manual_gc: None) -> Non
     # the middle one; its growth decides.
     gc.set_threshold(700, 10, 0)
     stats = Stats()
-    collector = QuietCollector(stats, tick=3600.0)
-    collector.start()
-    try:
+    async with watching(stats, tick=3600.0) as collector:
         # Enough old objects that a young generation worth collecting twice
         # is still less than a quarter of them.
         ballast = [Kept(n) for n in range(12 * MIN_YOUNG)]
@@ -157,8 +155,6 @@ async def test_a_full_collection_comes_on_cpythons_terms(manual_gc: None) -> Non
         assert collector.step(0) == 1
         assert collector.step(0) is None
         assert stats.gc_quiet_collections == 5
-    finally:
-        await collector.stop()
     assert (
         len(ballast) + len(first) + len(second) + len(grown) + len(after) + len(more)
         > 0
